@@ -124,8 +124,9 @@ def _explain(error: Exception) -> str:
     if ("nosuchbucket" in lowered or "bucket does not exist" in lowered or "no_such_bucket" in lowered
             or ("bucket" in lowered and "not found" in lowered)):
         return "the bucket does not exist (create it, or fix the bucket name in the URI)"
-    if "invalidaccesskeyid" in lowered or "signaturedoesnotmatch" in lowered or "access_denied" in lowered \
-            or "accessdenied" in lowered or "forbidden" in lowered:
+    refused = ("invalidaccesskeyid", "invalid_access_key_id", "signaturedoesnotmatch", "signature_does_not_match",
+               "access_denied", "accessdenied", "forbidden", "expiredtoken", "invalidtoken")
+    if any(marker in lowered for marker in refused):
         return ("the credentials were refused (check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, "
                 "AWS_PROFILE or the instance profile); details: " + text.splitlines()[0])
     if "couldn't connect" in lowered or "connection refused" in lowered or "curl" in lowered \
