@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from image_files import encode, pokemon_like, write_files
-from pokegan_ray.data import InMemoryImages, PrepareError, PrepareOptions, open_prepared, prepare
+from pokegan_ray.data import InMemoryImages, PrepareError, PrepareOptions, iter_images, open_prepared, prepare
 
 IMAGES, AUGMENT = 4, 2
 
@@ -29,9 +29,10 @@ def prepared(ray_cluster, tmp_path_factory) -> str:
 
 
 def test_rows_come_back_as_float_nchw_in_range_with_labels(prepared):
-    batches = list(open_prepared(prepared, 32).iter_torch_batches(batch_size=100))
-    images = torch.cat([b["image"] for b in batches])
-    labels = torch.cat([b["label"] for b in batches])
+    batches = list(iter_images(open_prepared(prepared, 32), batch_size=5))
+    assert [images.shape[0] for images, _ in batches] == [5, 5, 2]
+    images = torch.cat([images for images, _ in batches])
+    labels = torch.cat([labels for _, labels in batches])
     assert images.shape == (IMAGES * (AUGMENT + 1), 3, 32, 32) and images.dtype == torch.float32
     assert images.min() >= -1.0 and images.max() <= 1.0
     assert images.max() == 1.0  # the white background maps to exactly +1
@@ -42,16 +43,17 @@ def test_rows_come_back_as_float_nchw_in_range_with_labels(prepared):
 
 
 def test_originals_only_and_other_resolution(prepared):
-    originals = open_prepared(prepared, 64, rows="originals").take_all()
-    assert len(originals) == IMAGES and originals[0]["image"].shape == (3, 64, 64)
+    originals = torch.cat([images for images, _ in iter_images(open_prepared(prepared, 64, rows="originals"),
+                                                                batch_size=100)])
+    assert originals.shape == (IMAGES, 3, 64, 64)
     with pytest.raises(PrepareError, match="has no 128 px images"):
         open_prepared(prepared, 128)
 
 
 def test_in_memory_shard_matches_the_streamed_float_images(prepared):
-    in_memory = InMemoryImages.load(open_prepared(prepared, 32, as_float=False))
+    in_memory = InMemoryImages.load(open_prepared(prepared, 32))
     assert in_memory.images.dtype == torch.uint8 and len(in_memory) == 12
-    streamed = torch.cat([b["image"] for b in open_prepared(prepared, 32).iter_torch_batches(batch_size=100)])
+    streamed = torch.cat([images for images, _ in iter_images(open_prepared(prepared, 32), batch_size=100)])
     epoch = list(in_memory.epoch(batch_size=5, generator=torch.Generator().manual_seed(0)))
     assert [images.shape[0] for images, _ in epoch] == [5, 5]  # full batches only
     seen = torch.cat([images for images, _ in epoch])
@@ -64,9 +66,11 @@ def _record_shard(config):
     """Ray Train worker: write the hashes of every image in this worker's shard to a file."""
     import ray.train
 
+    from pokegan_ray.data import iter_images
+
     shard = ray.train.get_dataset_shard("train")
     hashes = [hashlib.sha1(image.numpy().tobytes()).hexdigest()
-              for batch in shard.iter_torch_batches(batch_size=4) for image in batch["image"]]
+              for images, _ in iter_images(shard, batch_size=4) for image in images]
     rank = ray.train.get_context().get_world_rank()
     Path(config["out"], f"rank{rank}.json").write_text(json.dumps(hashes))
 
@@ -76,7 +80,8 @@ def test_two_train_workers_get_disjoint_shards_that_cover_the_set(prepared, tmp_
     from ray.train.torch import TorchTrainer
 
     dataset = open_prepared(prepared, 32)
-    everything = [hashlib.sha1(row["image"].tobytes()).hexdigest() for row in dataset.take_all()]
+    everything = [hashlib.sha1(image.numpy().tobytes()).hexdigest()
+                  for images, _ in iter_images(dataset, batch_size=100) for image in images]
     assert len(set(everything)) == len(everything) == 12
 
     trainer = TorchTrainer(

@@ -8,7 +8,14 @@ from pokegan_ray.data.prepare import (
     prepare,
     read_manifest,
 )
-from pokegan_ray.data.reader import InMemoryImages, open_prepared, pixels_to_nchw, prepared_files, to_model_range
+from pokegan_ray.data.reader import (
+    InMemoryImages,
+    iter_images,
+    open_prepared,
+    pixels_to_nchw,
+    prepared_files,
+    to_model_range,
+)
 from pokegan_ray.data.sources import BUNDLED, SourceError, open_source
 
 __all__ = [
@@ -19,6 +26,7 @@ __all__ = [
     "PrepareError",
     "PrepareOptions",
     "SourceError",
+    "iter_images",
     "open_prepared",
     "open_source",
     "pixels_to_nchw",
