@@ -150,6 +150,20 @@ def test_a_source_without_any_usable_image_fails_and_writes_nothing(ray_cluster,
     assert not (tmp_path / "out").exists()
 
 
+def test_a_failed_prepare_leaves_the_existing_set_untouched(ray_cluster, tmp_path):
+    good = tmp_path / "good"
+    write_files(good, {"mon.png": encode(Image.fromarray(pokemon_like(64, seed=9)), "PNG")})
+    dest = tmp_path / "out"
+    prepare(str(good), str(dest), QUICK)
+    before = {p: p.read_bytes() for p in dest.rglob("*") if p.is_file()}
+
+    only_bad = tmp_path / "only_bad"
+    write_files(only_bad, {name: data for name, (data, _) in bad_files().items()})
+    with pytest.raises(PrepareError, match="no usable image"):
+        prepare(str(only_bad), str(dest), QUICK)
+    assert {p: p.read_bytes() for p in dest.rglob("*") if p.is_file()} == before
+
+
 def test_a_folder_without_image_files_fails_before_ray_work(tmp_path):
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "README.md").write_text("nothing here")
