@@ -6,6 +6,7 @@ inherit them exactly as they would on a machine configured for S3.
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import subprocess
@@ -15,6 +16,9 @@ import uuid
 
 import boto3
 import pytest
+
+# moto's server logs every request through werkzeug; a failing test's log should show ours.
+logging.getLogger("werkzeug").setLevel(logging.WARNING)
 
 TEST_ACCESS_KEY = "testing-access-key"
 # A value that must never show up in any output, manifest or checkpoint.
@@ -70,7 +74,8 @@ def ray_cluster(s3_endpoint):
     # Ray workers unpickle functions defined in test modules, so they need this folder on their path.
     tests_dir = os.path.dirname(os.path.abspath(__file__))
     python_path = os.pathsep.join(filter(None, [tests_dir, os.environ.get("PYTHONPATH")]))
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING", configure_logging=False,
+    # The dashboard is what cleans up after stopped trials and serves the state API (list_actors).
+    ray.init(num_cpus=2, include_dashboard=True, logging_level="WARNING", configure_logging=False,
              runtime_env={"env_vars": {"PYTHONPATH": python_path}})
     yield ray
     ray.shutdown()
