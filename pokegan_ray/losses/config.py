@@ -1,0 +1,172 @@
+"""`LossConfig` (how the two networks are trained) and `GanConfig` (model + loss), validated once.
+
+Build at the edge with `GanConfig.from_dict(...)` or `GanConfig.from_preset("wgan-gp", overrides)`,
+send `config.to_dict()` to Ray, rebuild in the worker with `GanConfig.from_dict`.
+
+Keys whose sensible value depends on the loss (learning rates, Adam betas, n_critic, the WGAN
+critic schedule, clip value, penalty weight) default to None, meaning "this loss's default":
+they are filled in from the loss's DEFAULTS when the config is built, so `to_dict()` always
+shows the values in use. A key that does not apply to the chosen loss stays None, and setting
+it is an error rather than a silent no-op.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from pokegan_ray.losses.diff_augment import parse_policy
+from pokegan_ray.losses.gan_losses import LOSSES
+from pokegan_ray.models.config import (
+    ModelConfig,
+    require_bool,
+    require_choice,
+    require_float,
+    require_int,
+    require_known_keys,
+)
+
+# Zhao et al. (2020) found all three transforms best when data is scarce (their 100-shot and
+# 10%-CIFAR runs); ~1000 Pokémon is that regime, where D otherwise memorises the set.
+DEFAULT_AUGMENT_POLICY = "color,translation,cutout"
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    # "dcgan" (non-saturating BCE) | "wgan" (weight clipping) | "wgan-gp" (gradient penalty).
+    name: str = "dcgan"
+    # None: the loss's default (dcgan 2e-4, wgan 5e-5, wgan-gp 1e-4).
+    generator_learning_rate: float | None = None
+    discriminator_learning_rate: float | None = None
+    # Adam's (beta1, beta2); dcgan (0.5, 0.999), wgan-gp (0.0, 0.9); not for wgan (RMSProp).
+    adam_betas: tuple[float, float] | None = None
+    # Discriminator (critic) steps per generator step: dcgan 1, wgan 5, wgan-gp 5.
+    n_critic: int | None = None
+    # WGAN paper schedule: 100 critic steps for the first 25 generator steps and every 500th
+    # (wgan default true, wgan-gp false; not for dcgan).
+    paper_critic_schedule: bool | None = None
+    # wgan only: every critic weight is clipped to [-clip_value, clip_value] (default 0.01).
+    clip_value: float | None = None
+    # wgan-gp only: lambda of the gradient penalty (default 10).
+    gp_weight: float | None = None
+    # dcgan only: the real target becomes 1 - value (0.1 -> 0.9); 0 = off.
+    real_label_smoothing: float = 0.0
+    # dcgan only: starting std of Gaussian noise added to every D input; the loop anneals it
+    # and passes the current value to the steps. 0 = off.
+    instance_noise_std: float = 0.0
+    # AC-GAN: weight of the auxiliary class cross-entropy, for D (real + fake) and for G.
+    auxiliary_class_weight: float = 1.0
+    # DiffAugment transforms before every D call, comma-separated from color, translation, cutout; "" = off.
+    augment_policy: str = DEFAULT_AUGMENT_POLICY
+    # Generator EMA: the average moves (1 - decay) of the way to G after each G step.
+    # 0.999 averages over roughly the last thousand steps.
+    ema_decay: float = 0.999
+
+    def __post_init__(self) -> None:
+        require_choice("loss.name", self.name, LOSSES)
+        for key, default in LOSSES[self.name].DEFAULTS.items():
+            value = getattr(self, key)
+            if value is None:
+                object.__setattr__(self, key, default)
+            elif default is None:
+                raise ValueError(f"loss.{key} does not apply to loss.name={self.name!r}; leave it unset (null)")
+
+        for key in ("generator_learning_rate", "discriminator_learning_rate"):
+            object.__setattr__(self, key, require_float(f"loss.{key}", getattr(self, key), minimum=0.0, minimum_inclusive=False))
+        if self.adam_betas is not None:
+            object.__setattr__(self, "adam_betas", _betas(self.adam_betas))
+        require_int("loss.n_critic", self.n_critic, minimum=1)
+        if self.paper_critic_schedule is not None:
+            require_bool("loss.paper_critic_schedule", self.paper_critic_schedule)
+        if self.clip_value is not None:
+            object.__setattr__(self, "clip_value", require_float("loss.clip_value", self.clip_value, minimum=0.0, minimum_inclusive=False))
+        if self.gp_weight is not None:
+            object.__setattr__(self, "gp_weight", require_float("loss.gp_weight", self.gp_weight, minimum=0.0))
+
+        smoothing = require_float("loss.real_label_smoothing", self.real_label_smoothing, minimum=0.0, maximum=0.5, maximum_inclusive=False)
+        noise_std = require_float("loss.instance_noise_std", self.instance_noise_std, minimum=0.0)
+        object.__setattr__(self, "real_label_smoothing", smoothing)
+        object.__setattr__(self, "instance_noise_std", noise_std)
+        # Both act on D's probability of "real"; a critic's unbounded score has no target to smooth.
+        for key, value in (("real_label_smoothing", smoothing), ("instance_noise_std", noise_std)):
+            if value and self.name != "dcgan":
+                raise ValueError(f"loss.{key} applies to loss.name='dcgan' only, not {self.name!r}; set it to 0")
+        object.__setattr__(
+            self, "auxiliary_class_weight", require_float("loss.auxiliary_class_weight", self.auxiliary_class_weight, minimum=0.0)
+        )
+        if not isinstance(self.augment_policy, str):
+            raise ValueError(f"loss.augment_policy must be a string such as {DEFAULT_AUGMENT_POLICY!r}, got {self.augment_policy!r}")
+        try:
+            parse_policy(self.augment_policy)
+        except ValueError as error:
+            raise ValueError(f"loss.augment_policy: {error}") from None
+        object.__setattr__(
+            self, "ema_decay", require_float("loss.ema_decay", self.ema_decay, minimum=0.0, maximum=1.0, maximum_inclusive=False)
+        )
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "LossConfig":
+        require_known_keys("loss", data, cls)
+        return cls(**data)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        if data["adam_betas"] is not None:
+            data["adam_betas"] = list(data["adam_betas"])  # what JSON and YAML give back
+        return data
+
+
+def _betas(value: Any) -> tuple[float, float]:
+    if isinstance(value, str) or not hasattr(value, "__len__") or len(value) != 2:
+        raise ValueError(f"loss.adam_betas must be two numbers [beta1, beta2], got {value!r}")
+    return tuple(require_float("loss.adam_betas", beta, minimum=0.0, maximum=1.0, maximum_inclusive=False) for beta in value)
+
+
+@dataclass(frozen=True)
+class GanConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.model, ModelConfig) or not isinstance(self.loss, LossConfig):
+            raise TypeError("GanConfig(model=ModelConfig(...), loss=LossConfig(...)); use GanConfig.from_dict for plain dicts")
+        if self.loss.name == "wgan-gp" and self.model.discriminator_norm == "batch":
+            raise ValueError(
+                "model.discriminator_norm='batch' cannot be used with loss.name='wgan-gp': BatchNorm mixes the "
+                "samples of a batch, so the per-sample gradient penalty is wrong; choose one of: 'layer', 'instance', 'none'"
+            )
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "GanConfig":
+        require_known_keys("gan config", data, cls)
+        return cls(model=ModelConfig.from_dict(data.get("model", {})), loss=LossConfig.from_dict(data.get("loss", {})))
+
+    @classmethod
+    def from_preset(cls, name: str, overrides: Mapping[str, Any] | None = None) -> "GanConfig":
+        """A preset from PRESETS with `overrides` ({"model": {...}, "loss": {...}}) merged over it."""
+        require_choice("preset", name, PRESETS)
+        data = copy.deepcopy(PRESETS[name])
+        overrides = overrides or {}
+        require_known_keys("gan config", overrides, cls)
+        for section, values in overrides.items():
+            if not isinstance(values, Mapping):
+                raise ValueError(f"{section}: expected a mapping of keys to values, got {type(values).__name__}")
+            data[section].update(values)
+        return cls.from_dict(data)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"model": self.model.to_dict(), "loss": self.loss.to_dict()}
+
+
+# The four classic set-ups by name. "acgan" is the DCGAN loss with type conditioning; its 18 is
+# the number of Pokémon types, and a loop should override it with the data set's own count.
+PRESETS: dict[str, dict[str, dict[str, Any]]] = {
+    "dcgan": {"model": {}, "loss": {"name": "dcgan"}},
+    "wgan": {"model": {}, "loss": {"name": "wgan"}},
+    # Layer norm is what the WGAN-GP paper recommends in place of BatchNorm.
+    "wgan-gp": {"model": {"discriminator_norm": "layer"}, "loss": {"name": "wgan-gp"}},
+    "acgan": {"model": {"conditional": True, "num_classes": 18}, "loss": {"name": "dcgan"}},
+}

@@ -1,0 +1,40 @@
+"""An exponential moving average of the generator's weights, used for samples and evaluation.
+
+Averaging G over the last few thousand steps smooths out the oscillation of adversarial
+training; samples from the average are usually cleaner than from G itself (Yazici et al. 2019,
+and every StyleGAN since).
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+
+class GeneratorEma:
+    """`ema = GeneratorEma(generator, decay=0.999)`; after every generator step `ema.update(generator)`;
+    sample with `ema.module(latent, labels)`; checkpoint `ema.module.state_dict()`."""
+
+    def __init__(self, generator: nn.Module, decay: float):
+        if not 0.0 <= decay < 1.0:
+            raise ValueError(f"EMA decay must be in [0, 1), got {decay}")
+        if isinstance(generator, nn.parallel.DistributedDataParallel):
+            # The copy must be a plain module: a DDP wrapper cannot be deep-copied into a second replica.
+            generator = generator.module
+        self.decay = decay
+        self.module = copy.deepcopy(generator).eval().requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, generator: nn.Module) -> None:
+        """Move every parameter towards `generator`'s by (1 - decay); copy the buffers as they are.
+
+        `generator` may be the DDP wrapper: its parameters() and buffers() are the wrapped
+        module's, in the same order.
+        """
+        for average, current in zip(self.module.parameters(), generator.parameters(), strict=True):
+            average.lerp_(current.detach(), 1.0 - self.decay)
+        # BatchNorm running statistics are already averages; averaging them again would lag.
+        for average, current in zip(self.module.buffers(), generator.buffers(), strict=True):
+            average.copy_(current)
