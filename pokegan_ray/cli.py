@@ -13,7 +13,7 @@ import sys
 
 log = logging.getLogger("pokegan_ray")
 
-DEFAULT_DATA = os.path.join("artifacts", "data", "bundled")
+from pokegan_ray.defaults import DEFAULT_DATA_URI as DEFAULT_DATA, DEFAULT_RUNS_URI as DEFAULT_RUNS
 
 
 class UsageError(Exception):
@@ -55,7 +55,43 @@ def build_parser() -> argparse.ArgumentParser:
     prepare.add_argument("--limit", type=int, default=None,
                          help="use only the first N source images (for a quick trial)")
     prepare.set_defaults(handler=run_prepare)
+
+    train = commands.add_parser(
+        "train", help="train a GAN from the zoo with Ray Train (DDP across workers)",
+        description="Train on the prepared set with a Ray TorchTrainer: DDP workers, FID/KID on the EMA generator "
+                    "as it goes, complete checkpoints in the storage, and restarts from the last checkpoint when a "
+                    "worker dies. Without --data the bundled set is prepared on first use.")
+    train.add_argument("--config", help="a YAML file with sections data, model, loss, train, scale")
+    train.add_argument("--set", dest="assignments", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                       help="override one setting, e.g. --set loss.name=wgan-gp (repeatable)")
+    train.add_argument("--data", help=f"the prepared set (default: {DEFAULT_DATA}, prepared if absent)")
+    train.add_argument("--storage", default=DEFAULT_RUNS,
+                       help=f"where runs go: a local path or s3://bucket/prefix (default: {DEFAULT_RUNS})")
+    train.add_argument("--name", help="the run's name (default: the time and what differs from the defaults)")
+    train.add_argument("--resume", action="store_true",
+                       help="continue the run called --name from its last checkpoint, with its saved config")
+    train.add_argument("--workers", type=int, help="Ray Train workers (default: 2)")
+    train.add_argument("--gpu", action="store_true", help="one GPU per worker, bf16 autocast and channels_last")
+    train.set_defaults(handler=run_train)
+
+    evaluate = commands.add_parser(
+        "evaluate", help="print FID and KID of a saved generator (its EMA) against a prepared set",
+        description="Generate N images with the checkpoint's EMA generator and compare their Inception features "
+                    "with the real originals' (cached next to the data set after the first time). Set "
+                    "POKEGAN_INCEPTION_WEIGHTS to use another copy of the FID Inception weights.")
+    evaluate.add_argument("--checkpoint", required=True,
+                          help="a checkpoint.pt, or the Ray checkpoint folder holding it (local or s3://)")
+    evaluate.add_argument("--data", help="the prepared set to compare with (default: the one it was trained on)")
+    evaluate.add_argument("--images", type=int, default=None,
+                          help="generated images N (default: as many as the set has originals); FIDs at "
+                               "different N are not comparable")
+    evaluate.add_argument("--device", default="cuda" if _has_cuda() else "cpu", help="cpu or cuda")
+    evaluate.set_defaults(handler=run_evaluate)
     return parser
+
+
+def _has_cuda() -> bool:
+    return os.path.exists("/dev/nvidia0")
 
 
 def run_prepare(args: argparse.Namespace) -> int:
@@ -74,6 +110,80 @@ def run_prepare(args: argparse.Namespace) -> int:
     print(f"prepared {manifest['kept']} images -> {manifest['rows']} rows at {args.dest} "
           f"(content hash {manifest['content_hash'][:12]}, {len(manifest['skipped'])} skipped)")
     return 0
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from pokegan_ray.metrics import weights_path_from_environment
+    from pokegan_ray.training.config import load_raw_config, merge_sections
+    from pokegan_ray.training.trainer import TrainError, train
+
+    try:
+        raw = load_raw_config(args.config, args.assignments)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    overrides: dict = {}
+    if args.data:
+        overrides["data"] = {"uri": args.data}
+    if args.workers is not None:
+        overrides["scale"] = {"workers": args.workers}
+    if args.gpu:
+        overrides.setdefault("scale", {})["use_gpu"] = True
+    raw = merge_sections(raw, overrides)
+    init_ray()
+    if not args.resume:
+        ensure_default_data(raw)
+    try:
+        outcome = train(raw, storage_uri=args.storage, name=args.name, resume=args.resume,
+                        inception_weights=weights_path_from_environment())
+    except TrainError as error:
+        raise UsageError(str(error)) from None
+    fid = f"FID {outcome.fid:.2f} (N={outcome.fid_num_images})" if outcome.fid is not None else "no FID"
+    print(f"run {outcome.status}: {outcome.message}")
+    print(f"  run folder:  {outcome.run_uri}")
+    print(f"  sample grid: {outcome.sample_grid_uri}")
+    print(f"  checkpoint:  {outcome.best_checkpoint_uri or outcome.latest_checkpoint_uri}")
+    print(f"  {fid} at step {outcome.step}")
+    return 0 if outcome.status == "completed" else 1
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    import torch
+
+    from pokegan_ray.data.prepare import PrepareError, read_manifest
+    from pokegan_ray.metrics import InceptionWeightsError, weights_path_from_environment
+    from pokegan_ray.storage import StorageError, location
+    from pokegan_ray.training.checkpoint import CheckpointError, load_generator, read_checkpoint
+    from pokegan_ray.training.evaluation import Evaluator
+
+    try:
+        state = read_checkpoint(args.checkpoint, map_location=args.device)
+        generator, experiment = load_generator(state, args.device)
+        data_uri = args.data or experiment.data.uri
+        manifest = read_manifest(location(data_uri))
+        num_images = args.images or manifest["kept"]
+        experiment = experiment.with_overrides({"data": {"uri": data_uri}, "train": {"eval_images": num_images}})
+        counts = manifest.get("class_counts", {})
+        frequencies = [counts.get(c, 0) / max(sum(counts.values()), 1) for c in manifest["classes"]]
+        evaluator = Evaluator(experiment, manifest["classes"], manifest["content_hash"], frequencies,
+                              weights_path_from_environment(), torch.device(args.device))
+        scores = evaluator.evaluate(generator)
+    except (CheckpointError, PrepareError, StorageError, InceptionWeightsError, ValueError) as error:
+        raise UsageError(str(error)) from None
+    print(f"FID {scores['fid']:.2f}  KID {scores['kid']:.5f} ± {scores['kid_std']:.5f}  "
+          f"(N={int(scores['fid_num_images'])} generated vs {int(scores['fid_real_images'])} real originals, "
+          f"step {state['step']}, {data_uri})")
+    return 0
+
+
+def ensure_default_data(raw: dict) -> None:
+    """The bundled set is prepared on first use when training uses the default data location."""
+    from pokegan_ray.data.prepare import MANIFEST_NAME, PrepareOptions, prepare
+    from pokegan_ray.storage import location
+
+    uri = raw.get("data", {}).get("uri", DEFAULT_DATA)
+    if uri == DEFAULT_DATA and not location(uri).join(MANIFEST_NAME).exists():
+        log.info("no prepared set at %s yet: preparing the bundled Pokémon set first", uri)
+        prepare("bundled", uri, PrepareOptions())
 
 
 def init_ray() -> None:

@@ -1,0 +1,4 @@
+"""Where things go when nobody says otherwise (relative to the working directory)."""
+
+DEFAULT_DATA_URI = "artifacts/data/bundled"
+DEFAULT_RUNS_URI = "artifacts/runs"

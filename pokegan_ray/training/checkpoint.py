@@ -1,0 +1,90 @@
+"""Complete training checkpoints: everything needed to continue a run exactly, nothing executable.
+
+A checkpoint is one `checkpoint.pt` holding plain tensors, numbers, strings, lists and
+dicts only (no pickled classes), so it loads with `torch.load(..., weights_only=True)`:
+a file that smuggles code is refused instead of run.
+"""
+
+from __future__ import annotations
+
+import io
+import pickle
+from typing import Any
+
+import torch
+
+FORMAT_VERSION = 1
+FILE_NAME = "checkpoint.pt"
+REQUIRED_KEYS = ("format_version", "step", "images_seen", "config", "generator", "discriminator", "generator_ema",
+                 "optimizer_generator", "optimizer_discriminator", "rng")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint cannot be used; the message says why and what to do."""
+
+
+def checkpoint_bytes(state: dict[str, Any]) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    return buffer.getvalue()
+
+
+def load_checkpoint(data: bytes, source: str, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load and check a checkpoint's bytes; `source` names it in errors."""
+    try:
+        state = torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise CheckpointError(
+            f"refusing to load {source}: it holds Python objects beyond tensors and plain values "
+            f"(possibly code), and pokegan only loads with weights_only=True. "
+            f"Details: {str(error).splitlines()[0]}") from None
+    except (RuntimeError, EOFError, ValueError) as error:
+        raise CheckpointError(f"{source} is not a readable checkpoint ({str(error).splitlines()[0]})") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{source} is not a pokegan checkpoint (it holds a {type(state).__name__})")
+    if state.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(f"{source} has checkpoint format {state.get('format_version')!r}; this pokegan reads "
+                              f"format {FORMAT_VERSION}")
+    missing = [key for key in REQUIRED_KEYS if key not in state]
+    if missing:
+        raise CheckpointError(f"{source} lacks {', '.join(missing)}; it is not a complete pokegan checkpoint")
+    return state
+
+
+def rng_state() -> dict[str, Any]:
+    """This process's torch random state (CPU and, if present, every CUDA device)."""
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def restore_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def read_checkpoint(uri: str, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """A checkpoint from the object store: a `checkpoint.pt` file or the Ray checkpoint folder holding it."""
+    from pokegan_ray.storage import StorageError, location
+
+    target = location(uri)
+    if not target.path.endswith(".pt"):
+        target = target.join(FILE_NAME)
+    try:
+        data = target.read_bytes()
+    except StorageError as error:
+        raise CheckpointError(str(error)) from None
+    return load_checkpoint(data, target.uri, map_location=map_location)
+
+
+def load_generator(state: dict[str, Any], device: str | torch.device = "cpu"):
+    """(the EMA generator in eval mode, its ExperimentConfig) from a loaded checkpoint."""
+    from pokegan_ray.models import build_networks
+    from pokegan_ray.training.config import ExperimentConfig
+
+    experiment = ExperimentConfig.from_dict(state["config"])
+    generator, _ = build_networks(experiment.gan.model)
+    generator.load_state_dict(state["generator_ema"])
+    return generator.to(device).eval(), experiment

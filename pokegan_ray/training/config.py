@@ -1,0 +1,239 @@
+"""`ExperimentConfig`: everything one training run needs, validated once at the edge.
+
+A run is described by a YAML file and/or `--set section.key=value` overrides:
+
+    data:  {uri: artifacts/data/bundled, resolution: 64, rows: all}
+    model: {upsampler: palette, ...}          # pokegan_ray.models.ModelConfig
+    loss:  {name: wgan-gp, ...}               # pokegan_ray.losses.LossConfig
+    train: {steps: 2000, batch_size: 64, ...}
+    scale: {workers: 2, use_gpu: false, cpus_per_worker: 0.5}
+
+The config is turned into a plain dict for Ray (`to_dict`) and rebuilt in every worker
+(`from_dict`). Unknown keys and bad values fail here, naming the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from pokegan_ray.defaults import DEFAULT_DATA_URI
+from pokegan_ray.losses.config import GanConfig, LossConfig
+from pokegan_ray.models.config import (
+    ModelConfig,
+    require_bool,
+    require_choice,
+    require_float,
+    require_int,
+    require_known_keys,
+)
+
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    uri: str = DEFAULT_DATA_URI
+    resolution: int = 64
+    # "all" rows, or only the un-augmented "originals".
+    rows: str = "all"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.uri, str) or not self.uri:
+            raise ValueError(f"data.uri must be a local path or s3://bucket/prefix, got {self.uri!r}")
+        require_choice("data.resolution", self.resolution, (64, 128))
+        require_choice("data.rows", self.rows, ("all", "originals"))
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    # Generator steps; each runs the loss's critic steps first.
+    steps: int = 2000
+    # Global batch: split evenly across workers.
+    batch_size: int = 64
+    seed: int = 0
+    # How often (in generator steps) a report reaches Ray and the progress line.
+    report_every: int = 25
+    # FID/KID on the EMA generator every this many steps (and always at the end); 0 = only at the end.
+    eval_every: int = 500
+    # Generated images per evaluation. Inception costs ~0.1-0.5 s an image on a 2-core CPU, so the
+    # default is small; a GPU can afford the whole set. FIDs at different N are not comparable.
+    eval_images: int = 256
+    # Fixed-noise sample grid every this many steps (and at the end).
+    sample_every: int = 250
+    # A complete checkpoint every this many steps (and at the end); recovery restarts from the last.
+    checkpoint_every: int = 250
+    # Checkpoints kept: the best by FID, plus always the latest.
+    keep_checkpoints: int = 3
+    # bf16 autocast + channels_last on GPU (ignored on CPU).
+    mixed_precision: bool = True
+    # Testing aid: make the losses non-finite from this step on (0 = never).
+    inject_nonfinite_at_step: int = 0
+
+    def __post_init__(self) -> None:
+        require_int("train.steps", self.steps, minimum=1)
+        require_int("train.batch_size", self.batch_size, minimum=2)
+        require_int("train.seed", self.seed, minimum=0)
+        for key in ("report_every", "sample_every", "checkpoint_every", "keep_checkpoints"):
+            require_int(f"train.{key}", getattr(self, key), minimum=1)
+        require_int("train.eval_every", self.eval_every, minimum=0)
+        require_int("train.eval_images", self.eval_images, minimum=2)
+        require_bool("train.mixed_precision", self.mixed_precision)
+        require_int("train.inject_nonfinite_at_step", self.inject_nonfinite_at_step, minimum=0)
+
+
+@dataclass(frozen=True)
+class ScaleConfig:
+    workers: int = 2
+    use_gpu: bool = False
+    # On a 2-CPU machine a whole CPU per worker starves Ray Data; half a CPU each runs.
+    cpus_per_worker: float = 0.5
+    # torch threads per worker; 0 keeps Ray's choice (OMP_NUM_THREADS = the worker's whole CPUs, at least 1).
+    threads_per_worker: int = 0
+
+    def __post_init__(self) -> None:
+        require_int("scale.workers", self.workers, minimum=1)
+        require_int("scale.threads_per_worker", self.threads_per_worker, minimum=0)
+        require_bool("scale.use_gpu", self.use_gpu)
+        object.__setattr__(self, "cpus_per_worker",
+                           require_float("scale.cpus_per_worker", self.cpus_per_worker, minimum=0.0,
+                                         minimum_inclusive=False))
+
+
+SECTIONS = {"data": DataConfig, "model": ModelConfig, "loss": LossConfig, "train": TrainConfig, "scale": ScaleConfig}
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    gan: GanConfig = field(default_factory=GanConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    scale: ScaleConfig = field(default_factory=ScaleConfig)
+
+    def __post_init__(self) -> None:
+        if self.train.batch_size % self.scale.workers:
+            raise ValueError(f"train.batch_size={self.train.batch_size} must divide evenly across "
+                             f"scale.workers={self.scale.workers}")
+        if self.gan.model.resolution_px != self.data.resolution:
+            raise ValueError(f"model.resolution_px={self.gan.model.resolution_px} differs from data.resolution="
+                             f"{self.data.resolution}; set only data.resolution")
+
+    @property
+    def batch_per_worker(self) -> int:
+        return self.train.batch_size // self.scale.workers
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "ExperimentConfig":
+        if not isinstance(data, Mapping):
+            raise ValueError(f"a config must be a mapping of sections ({', '.join(SECTIONS)}), got "
+                             f"{type(data).__name__}")
+        unknown = sorted(set(data) - set(SECTIONS))
+        if unknown:
+            raise ValueError(f"unknown config section(s) {', '.join(map(repr, unknown))}; allowed sections: "
+                             f"{', '.join(SECTIONS)}")
+        sections = {name: dict(data.get(name) or {}) for name in SECTIONS}
+        for name in ("data", "train", "scale"):
+            require_known_keys(name, sections[name], SECTIONS[name])
+        data_config = DataConfig(**sections["data"])
+        # The model's resolution follows the data's unless it was set explicitly (then both must agree).
+        sections["model"].setdefault("resolution_px", data_config.resolution)
+        return cls(data=data_config, gan=GanConfig.from_dict({"model": sections["model"], "loss": sections["loss"]}),
+                   train=TrainConfig(**sections["train"]), scale=ScaleConfig(**sections["scale"]))
+
+    def to_dict(self) -> dict[str, Any]:
+        gan = self.gan.to_dict()
+        return {"data": dataclasses.asdict(self.data), "model": gan["model"], "loss": gan["loss"],
+                "train": dataclasses.asdict(self.train), "scale": dataclasses.asdict(self.scale)}
+
+    def with_overrides(self, overrides: Mapping[str, Mapping[str, Any]]) -> "ExperimentConfig":
+        merged = self.to_dict()
+        # Loss keys filled from the previous loss's defaults must not survive a change of loss.
+        if overrides.get("loss", {}).get("name", merged["loss"]["name"]) != merged["loss"]["name"]:
+            merged["loss"] = {key: value for key, value in merged["loss"].items()
+                              if key not in _loss_dependent_keys()}
+        for section, values in overrides.items():
+            if section not in SECTIONS:
+                raise ValueError(f"unknown config section {section!r}; allowed sections: {', '.join(SECTIONS)}")
+            merged[section] = {**merged[section], **values}
+        if "resolution" in overrides.get("data", {}) and "resolution_px" not in overrides.get("model", {}):
+            merged["model"]["resolution_px"] = merged["data"]["resolution"]
+        return ExperimentConfig.from_dict(merged)
+
+
+def _loss_dependent_keys() -> set[str]:
+    return {f.name for f in dataclasses.fields(LossConfig) if f.default is None}
+
+
+def parse_assignments(assignments: list[str]) -> dict[str, dict[str, Any]]:
+    """["loss.name=wgan-gp", "train.steps=100"] -> {"loss": {"name": "wgan-gp"}, "train": {"steps": 100}}.
+
+    Values are read as YAML scalars, so numbers, booleans, lists and `null` work as in a file.
+    """
+    overrides: dict[str, dict[str, Any]] = {}
+    for assignment in assignments:
+        match = re.fullmatch(r"([a-z_]+)\.([a-z_0-9]+)=(.*)", assignment.strip(), flags=re.DOTALL)
+        if not match:
+            raise ValueError(f"--set {assignment!r}: expected section.key=value, e.g. loss.name=wgan-gp")
+        section, key, text = match.groups()
+        overrides.setdefault(section, {})[key] = yaml.safe_load(text) if text.strip() else ""
+    return overrides
+
+
+def merge_sections(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """Section-wise merge of two raw config dicts (values of `overrides` win)."""
+    for name, values in (("config", base), ("overrides", overrides)):
+        if not isinstance(values, Mapping):
+            raise ValueError(f"{name}: expected a mapping of sections ({', '.join(SECTIONS)}), got "
+                             f"{type(values).__name__}")
+    merged = {section: dict(values or {}) for section, values in base.items()}
+    for section, values in overrides.items():
+        if not isinstance(values, Mapping):
+            raise ValueError(f"section {section!r} must be a mapping of keys to values, got {values!r}")
+        merged[section] = {**merged.get(section, {}), **values}
+    return merged
+
+
+def load_raw_config(path: str | None = None, assignments: list[str] = ()) -> dict[str, dict[str, Any]]:
+    """The YAML file (if any) with the `--set` assignments on top, not yet validated.
+
+    Kept raw so settings that depend on the data (AC-GAN's number of classes) can be filled
+    in before `ExperimentConfig.from_dict` validates everything.
+    """
+    data: Any = {}
+    if path:
+        try:
+            with open(path, encoding="utf-8") as handle:
+                data = yaml.safe_load(handle) or {}
+        except OSError as error:
+            raise ValueError(f"cannot read the config file {path}: {error.strerror}") from None
+        except yaml.YAMLError as error:
+            raise ValueError(f"{path} is not valid YAML: {error}") from None
+    return merge_sections(data, parse_assignments(list(assignments)))
+
+
+def differences_from_defaults(config: ExperimentConfig) -> list[tuple[str, Any]]:
+    """("section.key", value) for every setting that differs from a default config with the same loss."""
+    reference = ExperimentConfig().with_overrides({"loss": {"name": config.gan.loss.name}}).to_dict()
+    current = config.to_dict()
+    differences = [("loss.name", config.gan.loss.name)] if config.gan.loss.name != LossConfig().name else []
+    for section, values in current.items():
+        for key, value in values.items():
+            if (section, key) != ("loss", "name") and reference[section].get(key) != value:
+                differences.append((f"{section}.{key}", value))
+    return differences
+
+
+def run_name(config: ExperimentConfig, when: str) -> str:
+    """`<when>-<what differs from the defaults>`, like stylegan's `00012-pokemon-mirror-gamma10`."""
+    parts = []
+    for key, value in differences_from_defaults(config):
+        # What was trained names the run; paths and bookkeeping (steps, report cadence) are in config.yaml.
+        if key == "data.uri" or (key.startswith(("train.", "scale.")) and key != "train.batch_size"):
+            continue
+        parts.append(str(value) if key == "loss.name" else f"{key.split('.', 1)[1]}={value}")
+    slug = re.sub(r"[^A-Za-z0-9=.+-]+", "-", "-".join(parts)).strip("-")[:80] or "default"
+    return f"{when}-{slug}"

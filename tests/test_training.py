@@ -1,0 +1,214 @@
+"""`pokegan train` on a real local Ray: DDP workers, checkpoints in (moto) S3, resume, recovery, failures."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import threading
+from pathlib import Path
+
+import boto3
+import pytest
+import torch
+from PIL import Image
+
+from conftest import TEST_SECRET_KEY, s3_keys
+from image_files import encode, pokemon_like, write_files
+from pokegan_ray.data import PrepareOptions, prepare
+from pokegan_ray.storage import location
+from pokegan_ray.training.checkpoint import FILE_NAME, load_checkpoint
+from pokegan_ray.training.trainer import TrainError, train
+
+# Tiny networks and few steps: these tests check the orchestration, not image quality.
+TINY = {
+    "model": {"generator_channels": 8, "discriminator_channels": 8, "latent_size": 16},
+    "train": {"steps": 4, "batch_size": 8, "report_every": 1, "eval_every": 4, "eval_images": 8,
+              "sample_every": 2, "checkpoint_every": 2},
+}
+
+REPORTED = {"step", "images_seen", "epoch", "d_loss", "g_loss", "d_accuracy_real", "d_accuracy_fake",
+            "images_per_second"}
+
+
+def config(**sections) -> dict:
+    merged = {name: dict(values) for name, values in TINY.items()}
+    for name, values in sections.items():
+        merged.setdefault(name, {}).update(values)
+    return merged
+
+
+def make_source(folder: Path, labelled: bool) -> None:
+    colours = {"fire": (230, 60, 20), "water": (30, 90, 230)}
+    write_files(folder, {(f"{kind}/{i}.png" if labelled else f"{kind}{i}.png"):
+                         encode(Image.fromarray(pokemon_like(64, colours[kind], seed=i)), "PNG")
+                         for kind in colours for i in range(4)})
+
+
+@pytest.fixture(scope="module")
+def local_data(ray_cluster, tmp_path_factory) -> str:
+    source = tmp_path_factory.mktemp("source")
+    make_source(source, labelled=True)
+    dest = str(tmp_path_factory.mktemp("data"))
+    prepare(str(source), dest, PrepareOptions(resolutions=(64,), augment=2))
+    return dest  # 8 images x 3 versions = 24 rows, 2 classes
+
+
+class RankMetrics:
+    """A Ray Train callback that keeps every worker's reports in a file (it runs in the controller)."""
+
+    def __new__(cls, path: Path):
+        from ray.train import UserCallback
+
+        class _Callback(UserCallback):
+            def after_report(self, run_context, metrics, checkpoint):
+                with open(path, "a") as handle:
+                    handle.write(json.dumps(metrics) + "\n")
+
+        return _Callback()
+
+
+def reports(path: Path) -> list[list[dict]]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_two_workers_on_s3_data_report_everything_and_write_checkpoint_and_grid(ray_cluster, local_data,
+                                                                               s3_endpoint, s3_bucket, tmp_path):
+    s3_data = f"s3://{s3_bucket}/data"
+    source = tmp_path / "source"
+    make_source(source, labelled=True)
+    prepare(str(source), s3_data, PrepareOptions(resolutions=(64,), augment=2))
+
+    outcome = train(config(data={"uri": s3_data}), storage_uri=f"s3://{s3_bucket}/runs", name="s3run",
+                    callbacks=[RankMetrics(tmp_path / "ranks.jsonl")])
+
+    assert outcome.status == "completed" and outcome.step == 4
+    every_report = reports(tmp_path / "ranks.jsonl")
+    assert all(len(per_rank) == 2 for per_rank in every_report)
+    last = every_report[-1][0]
+    assert REPORTED <= set(last) and last["step"] == 4 and last["images_seen"] == 4 * 8
+    assert {"fid", "kid", "fid_num_images"} <= set(last) and last["fid_num_images"] == 8
+    assert outcome.fid == pytest.approx(last["fid"])
+    # DDP keeps both replicas identical after every step.
+    for per_rank in every_report:
+        assert per_rank[0]["generator_checksum"] == per_rank[1]["generator_checksum"]
+        assert per_rank[0]["discriminator_checksum"] == per_rank[1]["discriminator_checksum"]
+
+    keys = s3_keys(s3_endpoint, s3_bucket, "runs/s3run/")
+    checkpoints = [k for k in keys if k.endswith("/" + FILE_NAME)]
+    assert checkpoints and outcome.latest_checkpoint_uri.startswith(f"s3://{s3_bucket}/runs/s3run/")
+    for name in ("config.yaml", "samples/step-0000002.png", "samples/step-0000004.png", "progress.gif",
+                 "history.png", "status.json"):
+        assert f"runs/s3run/{name}" in keys, name
+    assert any("/tensorboard/events.out.tfevents" in k for k in keys)
+    client = boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1")
+    for key in [k for k in keys if k.endswith((".yaml", ".json", ".pt"))]:
+        assert TEST_SECRET_KEY.encode() not in client.get_object(Bucket=s3_bucket, Key=key)["Body"].read()
+
+    state = load_checkpoint(location(f"s3://{s3_bucket}/{checkpoints[-1]}").read_bytes(), checkpoints[-1])
+    assert state["step"] in (2, 4) and set(state["rng"]) == {"ranks"} and len(state["rng"]["ranks"]) == 2
+    grid = Image.open(io.BytesIO(location(outcome.sample_grid_uri).read_bytes()))
+    assert grid.size[0] > 64 * 8  # an 8-column grid of 64 px samples
+
+
+def test_evaluate_prints_fid_and_kid_of_a_saved_generator(ray_cluster, local_data, tmp_path, capsys):
+    from pokegan_ray.cli import main
+
+    outcome = train(config(data={"uri": local_data}, scale={"workers": 1}, train={"steps": 2, "eval_every": 0}),
+                    storage_uri=str(tmp_path), name="for-evaluation")
+    assert main(["evaluate", "--checkpoint", outcome.latest_checkpoint_uri, "--data", local_data,
+                 "--images", "8"]) == 0
+    printed = capsys.readouterr().out
+    assert "FID " in printed and "KID " in printed and "N=8 generated vs 8 real originals" in printed
+    fid = float(printed.split("FID ", 1)[1].split()[0])
+    assert fid > 0  # an untrained generator is far from the real Pokémon
+
+
+def test_checkpoint_round_trip_and_resume_continue_exactly(ray_cluster, local_data, tmp_path):
+    one_worker = config(data={"uri": local_data}, scale={"workers": 1}, train={"eval_every": 0})
+    straight = train(one_worker, storage_uri=str(tmp_path), name="straight")
+    assert straight.status == "completed"
+
+    halted = config(data={"uri": local_data}, scale={"workers": 1}, train={"eval_every": 0, "steps": 2})
+    first_half = train(halted, storage_uri=str(tmp_path), name="halted")
+    assert first_half.step == 2
+    state = load_checkpoint(Path(first_half.latest_checkpoint_uri, FILE_NAME).read_bytes(), "halted")
+    assert state["step"] == 2 and state["real_batches"] == 2
+    assert state["optimizer_discriminator"]["state"]  # Adam moments are saved, not dropped
+    assert set(state["generator_ema"]) == set(state["generator"])
+
+    resumed = train({"train": {"steps": 4}}, storage_uri=str(tmp_path), name="halted", resume=True)
+    assert resumed.status == "completed" and resumed.step == 4
+
+    def losses(run: str) -> dict[int, tuple[float, float]]:
+        history = json.loads((tmp_path / run / "history.json").read_text())
+        return {int(e["step"]): (e["d_loss"], e["g_loss"]) for e in history}
+
+    continued, reference = losses("halted"), losses("straight")
+    assert sorted(continued) == [1, 2, 3, 4]  # the step counter continued, history kept across the resume
+    for step in (3, 4):
+        assert continued[step] == pytest.approx(reference[step], rel=1e-6, abs=1e-7), step
+
+
+def test_a_killed_worker_is_replaced_and_the_run_finishes(ray_cluster, local_data, tmp_path):
+    from ray.util.state import list_actors
+
+    run_config = config(data={"uri": local_data}, train={"steps": 12, "eval_every": 0, "checkpoint_every": 3,
+                                                          "sample_every": 12})
+    outcome: dict = {}
+    runner = threading.Thread(target=lambda: outcome.update(
+        result=train(run_config, storage_uri=str(tmp_path), name="killed")))
+    runner.start()
+    killed = None
+    checkpoint_seen = threading.Event()
+    while runner.is_alive() and killed is None:
+        if list((tmp_path / "killed").glob("checkpoint_*/" + FILE_NAME)):
+            checkpoint_seen.set()
+            workers = [a for a in list_actors(filters=[("class_name", "=", "RayTrainWorker"),
+                                                         ("state", "=", "ALIVE")])]
+            if workers:
+                killed = workers[0].pid
+                os.kill(killed, signal.SIGKILL)
+        else:
+            checkpoint_seen.wait(0.2)  # poll for the first checkpoint of the run
+    runner.join(timeout=600)
+    assert killed is not None, "the run finished before a worker could be killed"
+    result = outcome["result"]
+    assert result.status == "completed" and result.step == 12
+    history = json.loads((tmp_path / "killed" / "history.json").read_text())
+    assert history[-1]["step"] == 12
+
+
+def test_a_non_finite_loss_stops_the_run_with_a_clear_status(ray_cluster, local_data, tmp_path):
+    outcome = train(config(data={"uri": local_data}, train={"inject_nonfinite_at_step": 3}),
+                    storage_uri=str(tmp_path), name="nan")
+    assert outcome.status == "non-finite" and outcome.step == 3
+    assert "NaN or infinite" in outcome.message
+    assert outcome.fid is None  # no FID for the broken state
+    # The last good checkpoint (step 2) is kept, and its weights are finite.
+    states = [load_checkpoint((folder / FILE_NAME).read_bytes(), str(folder))
+              for folder in sorted(p.parent for p in (tmp_path / "nan").glob("checkpoint_*/" + FILE_NAME))]
+    assert [state["step"] for state in states] == [2]
+    assert all(torch.isfinite(tensor).all() for tensor in states[0]["generator"].values()
+               if tensor.is_floating_point())
+
+
+@pytest.mark.parametrize("raw, storage, message", [
+    ({"model": {"architecture": "stylegan9"}}, None, "model.architecture='stylegan9' is not allowed"),
+    ({"model": {"conditional": True}}, "unlabelled", "needs labelled data"),
+    ({"scale": {"workers": 8}}, None, "this Ray cluster has 2"),
+    ({}, "s3://no-such-bucket-for-runs/runs", "cannot be written"),
+])
+def test_bad_configs_fail_before_training(ray_cluster, local_data, tmp_path, s3_endpoint, raw, storage, message):
+    data = local_data
+    if storage == "unlabelled":
+        source = tmp_path / "unlabelled"
+        make_source(source, labelled=False)
+        data = str(tmp_path / "unlabelled_data")
+        prepare(str(source), data, PrepareOptions(resolutions=(64,), augment=0))
+        storage = None
+    raw = {**raw, "data": {"uri": data}}
+    with pytest.raises(TrainError, match=message):
+        train(raw, storage_uri=storage or str(tmp_path / "runs"), name="bad")
+    assert not (tmp_path / "runs" / "bad").exists()
