@@ -97,7 +97,7 @@ def main() -> None:
     from pokegan_ray.training.config import ExperimentConfig
 
     os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")
-    ray.init(include_dashboard=False, logging_level="ERROR")
+    ray.init(logging_level="ERROR")  # with the dashboard: Ray Train polls its state API
     ray.data.DataContext.get_current().enable_progress_bars = False
     work = tempfile.mkdtemp(prefix="pokegan-overhead-")
     data_uri = os.path.join(work, "data")

@@ -184,9 +184,6 @@ def train_worker(loop_config: dict[str, Any]) -> None:
             progress.history.append({k: float(v) for k, v in metrics.items()})
             artifacts_writer.log_progress(metrics, train.steps)
             artifacts_writer.write_tensorboard(metrics)
-            if final:
-                artifacts_writer.write_summary(progress.history)
-                artifacts_writer.write_status("completed", step, f"trained {step} steps")
         # The score Ray keeps the best checkpoints by; a checkpoint without a fresh FID ranks last.
         metrics["checkpoint_fid"] = metrics.get("fid", math.inf)
         with tempfile.TemporaryDirectory() as folder:
@@ -214,6 +211,9 @@ def train_worker(loop_config: dict[str, Any]) -> None:
             elif save:
                 gather_rng_states(world_size)  # rank 0 collects every rank's state
             ray.train.report(metrics, checkpoint=checkpoint_to_report)
+        if final and artifacts_writer:  # only once the final checkpoint is stored
+            artifacts_writer.write_summary(progress.history)
+            artifacts_writer.write_status("completed", step, f"trained {step} steps")
 
 
 @dataclass
