@@ -92,10 +92,12 @@ def test_acgan_without_labels_is_a_clear_error():
     assert GanConfig.from_dict({"model": {"num_classes": 18}}).model.conditional is False
 
 
-def test_wgan_gp_refuses_a_batchnorm_critic():
+def test_wgan_gp_refuses_a_batchnorm_critic_and_defaults_to_layer_norm():
     with pytest.raises(ValueError, match=r"model\.discriminator_norm='batch'.*'layer', 'instance', 'none'"):
-        GanConfig.from_dict({"loss": {"name": "wgan-gp"}})
+        GanConfig.from_dict({"loss": {"name": "wgan-gp"}, "model": {"discriminator_norm": "batch"}})
     assert GanConfig.from_dict({"loss": {"name": "wgan-gp"}, "model": {"discriminator_norm": "instance"}})
+    assert GanConfig.from_dict({"loss": {"name": "wgan-gp"}}).model.discriminator_norm == "layer"
+    assert GanConfig.from_dict({"loss": {"name": "wgan"}}).model.discriminator_norm == "batch"
 
 
 def test_presets_cover_every_loss_and_the_acgan():

@@ -142,7 +142,12 @@ class GanConfig:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "GanConfig":
         require_known_keys("gan config", data, cls)
-        return cls(model=ModelConfig.from_dict(data.get("model", {})), loss=LossConfig.from_dict(data.get("loss", {})))
+        model, loss = dict(data.get("model") or {}), dict(data.get("loss") or {})
+        # An unset critic norm follows the loss: BatchNorm breaks WGAN-GP's per-sample penalty,
+        # so `loss.name: wgan-gp` alone gets the layer norm its paper recommends.
+        if loss.get("name") == "wgan-gp":
+            model.setdefault("discriminator_norm", "layer")
+        return cls(model=ModelConfig.from_dict(model), loss=LossConfig.from_dict(loss))
 
     @classmethod
     def from_preset(cls, name: str, overrides: Mapping[str, Any] | None = None) -> "GanConfig":

@@ -155,6 +155,7 @@ class ExperimentConfig:
         if overrides.get("loss", {}).get("name", merged["loss"]["name"]) != merged["loss"]["name"]:
             merged["loss"] = {key: value for key, value in merged["loss"].items()
                               if key not in _loss_dependent_keys()}
+            merged["model"].pop("discriminator_norm")  # the new loss picks its own (GanConfig.from_dict)
         for section, values in overrides.items():
             if section not in SECTIONS:
                 raise ValueError(f"unknown config section {section!r}; allowed sections: {', '.join(SECTIONS)}")
@@ -217,7 +218,7 @@ def load_raw_config(path: str | None = None, assignments: list[str] = ()) -> dic
 
 def differences_from_defaults(config: ExperimentConfig) -> list[tuple[str, Any]]:
     """("section.key", value) for every setting that differs from a default config with the same loss."""
-    reference = ExperimentConfig().with_overrides({"loss": {"name": config.gan.loss.name}}).to_dict()
+    reference = ExperimentConfig.from_dict({"loss": {"name": config.gan.loss.name}}).to_dict()
     current = config.to_dict()
     differences = [("loss.name", config.gan.loss.name)] if config.gan.loss.name != LossConfig().name else []
     for section, values in current.items():
