@@ -49,6 +49,7 @@ def open_prepared(uri: str, resolution: int, *, rows: Rows = "all"):
     `rows="originals"` keeps only the un-augmented images.
     """
     import ray.data
+    from ray.data.expressions import col
 
     if rows not in ("all", "originals"):
         raise ValueError(f"rows must be 'all' or 'originals', got {rows!r}")
@@ -56,7 +57,7 @@ def open_prepared(uri: str, resolution: int, *, rows: Rows = "all"):
     columns = ["pixels", "label"] + (["augmentation"] if rows == "originals" else [])
     dataset = ray.data.read_parquet(paths, filesystem=filesystem, columns=columns, partitioning=None)
     if rows == "originals":
-        dataset = dataset.filter(expr="augmentation == 0").select_columns(["pixels", "label"])
+        dataset = dataset.filter(expr=col("augmentation") == 0).select_columns(["pixels", "label"])
     return dataset
 
 
