@@ -112,11 +112,18 @@ def test_two_workers_on_s3_data_report_everything_and_write_checkpoint_and_grid(
     assert grid.size[0] > 64 * 8  # an 8-column grid of 64 px samples
 
 
-def test_evaluate_prints_fid_and_kid_of_a_saved_generator(ray_cluster, local_data, tmp_path, capsys):
+def test_acgan_grids_have_a_row_per_type_and_evaluate_prints_fid_and_kid(ray_cluster, local_data, tmp_path,
+                                                                          capsys):
     from pokegan_ray.cli import main
 
-    outcome = train(config(data={"uri": local_data}, scale={"workers": 1}, train={"steps": 2, "eval_every": 0}),
+    outcome = train(config(data={"uri": local_data}, model={"conditional": True}, scale={"workers": 1},
+                           train={"steps": 2, "eval_every": 0}),
                     storage_uri=str(tmp_path), name="for-evaluation")
+    assert outcome.status == "completed"
+    state = load_checkpoint(Path(outcome.latest_checkpoint_uri, FILE_NAME).read_bytes(), "acgan")
+    assert state["config"]["model"]["num_classes"] == 2 and state["classes"] == ["fire", "water"]
+    grid = Image.open(outcome.sample_grid_uri)
+    assert grid.size[1] == 2 * (64 + 2) + 2  # one row of samples per type: fire, water
     assert main(["evaluate", "--checkpoint", outcome.latest_checkpoint_uri, "--data", local_data,
                  "--images", "8"]) == 0
     printed = capsys.readouterr().out
