@@ -133,8 +133,9 @@ def run_train(args: argparse.Namespace) -> int:
     if not args.resume:
         ensure_default_data(raw)
     try:
+        weights = weights_path_from_environment()
         outcome = train(raw, storage_uri=args.storage, name=args.name, resume=args.resume,
-                        inception_weights=weights_path_from_environment())
+                        inception_weights=os.path.abspath(weights) if weights else None)
     except TrainError as error:
         raise UsageError(str(error)) from None
     fid = f"FID {outcome.fid:.2f} (N={outcome.fid_num_images})" if outcome.fid is not None else "no FID"

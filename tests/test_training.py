@@ -113,10 +113,12 @@ def test_two_workers_on_s3_data_report_everything_and_write_checkpoint_and_grid(
 
 
 def test_acgan_grids_have_a_row_per_type_and_evaluate_prints_fid_and_kid(ray_cluster, local_data, tmp_path,
-                                                                          capsys):
+                                                                          capsys, monkeypatch):
     from pokegan_ray.cli import main
 
-    outcome = train(config(data={"uri": local_data}, model={"conditional": True}, scale={"workers": 1},
+    # A relative data path, as the README's default is: workers run elsewhere and must still find it.
+    monkeypatch.chdir(Path(local_data).parent)
+    outcome = train(config(data={"uri": Path(local_data).name}, model={"conditional": True}, scale={"workers": 1},
                            train={"steps": 2, "eval_every": 0}),
                     storage_uri=str(tmp_path), name="for-evaluation")
     assert outcome.status == "completed"

@@ -51,8 +51,12 @@ def resolve_config(raw: dict[str, Any]) -> tuple[ExperimentConfig, dict[str, Any
     """
     try:
         base = ExperimentConfig.from_dict({"data": raw.get("data", {})})
-    except ValueError as error:
+        # Workers run in another working directory: a relative local path must become absolute here.
+        data_uri = location(base.data.uri).uri
+    except (ValueError, StorageError) as error:
         raise TrainError(str(error)) from None
+    raw = merge_sections(raw, {"data": {"uri": data_uri}})
+    base = ExperimentConfig.from_dict({"data": raw["data"]})
     try:
         manifest = read_manifest(location(base.data.uri))
     except (PrepareError, StorageError) as error:
