@@ -162,8 +162,10 @@ def train(raw_config: dict[str, Any], *, storage_uri: str, name: str | None = No
              scale.workers, "GPU" if scale.use_gpu else "CPU", run_folder.uri)
     try:
         result = trainer.fit()
-    except Exception as error:  # Ray wraps worker errors; keep its message, not its traceback
-        status = {"status": "failed", "step": 0, "message": str(error).splitlines()[0]}
+    except Exception as error:  # Ray wraps worker errors: keep its headline and the worker's own last line
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()] or [type(error).__name__]
+        message = lines[0] if len(lines) == 1 else f"{lines[0]} ... {lines[-1]}"
+        status = {"status": "failed", "step": 0, "message": message}
         return _outcome(run_folder, status, None, None)
     status = _read_status(run_folder)
     return _outcome(run_folder, status, result, storage)
