@@ -166,6 +166,19 @@ def test_generator_ema_averages_parameters_and_copies_buffers():
     assert next(generator.parameters()).abs().sum() > 0
 
 
+def test_generator_ema_ramps_its_decay_up_with_the_step():
+    torch.manual_seed(0)
+    generator = nn.Linear(4, 4)
+    ema = GeneratorEma(generator, decay=0.999)
+    assert ema.decay_at(0) == pytest.approx(0.1) and ema.decay_at(90) == pytest.approx(0.91)
+    assert ema.decay_at(100_000) == 0.999 and ema.decay_at(None) == 0.999
+    before = ema.module.weight.clone()
+    with torch.no_grad():
+        generator.weight.add_(1.0)
+    ema.update(generator, step=0)  # the first update moves 90 % of the way, not 0.1 %
+    assert torch.allclose(ema.module.weight, 0.1 * before + 0.9 * generator.weight, atol=1e-6)
+
+
 def test_generator_ema_rejects_bad_decay():
     generator, _ = build_networks(ModelConfig(**TINY))
     with pytest.raises(ValueError, match="decay"):

@@ -174,8 +174,9 @@ def test_a_killed_worker_is_replaced_and_the_run_finishes(ray_cluster, local_dat
     while runner.is_alive() and killed is None:
         if list((tmp_path / "killed").glob("checkpoint_*/" + FILE_NAME)):
             checkpoint_seen.set()
-            workers = [a for a in list_actors(filters=[("class_name", "=", "RayTrainWorker"),
-                                                         ("state", "=", "ALIVE")])]
+            # Name this test's cluster: another local Ray on the machine would make "auto" ambiguous.
+            workers = list_actors(address=ray_cluster.get_runtime_context().gcs_address,
+                                  filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")])
             if workers:
                 killed = workers[0].pid
                 os.kill(killed, signal.SIGKILL)

@@ -142,7 +142,7 @@ def train_worker(loop_config: dict[str, Any]) -> None:
             terms = loss.generator_step(generator_ddp, discriminator_ddp, optimizer_g, batch_size,
                                         instance_noise_std=noise_std)
         window.add(terms)
-        ema.update(generator)
+        ema.update(generator, step=progress.step)
         progress.step = step
         if 0 < train.inject_nonfinite_at_step <= step:
             window.add({"d_loss": float("nan")})
