@@ -70,7 +70,7 @@ def main() -> None:
     batch = experiment.train.batch_size
     real_float = real.float() / 127.5 - 1
     started = time.perf_counter()
-    for step in range(100):
+    for _ in range(100):
         index = torch.randint(len(real_float), (batch,))
         loss.discriminator_step(generator, discriminator, optimizer_d, real_float[index])
         loss.generator_step(generator, discriminator, optimizer_g, batch)

@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import boto3
-import numpy as np
 import pyarrow.parquet as pq
 import pytest
 

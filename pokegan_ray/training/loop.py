@@ -231,14 +231,13 @@ def real_batches(shard: InMemoryImages, batch_size: int, seed: int, start: int =
     """Endless (images, labels) batches; batch k is the same whatever run reaches it, so a resumed run
     continues with exactly the data the uninterrupted run would have seen."""
     per_epoch = len(shard) // batch_size
-    index = start
+    epoch, first = divmod(start, per_epoch)
     while True:
-        epoch, position = divmod(index, per_epoch)
         order = torch.randperm(len(shard), generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
-        for position in range(position, per_epoch):
+        for position in range(first, per_epoch):
             chosen = order[position * batch_size:(position + 1) * batch_size].to(shard.images.device)
             yield shard.batch(chosen)
-        index = (epoch + 1) * per_epoch
+        epoch, first = epoch + 1, 0
 
 
 class MetricWindow:
