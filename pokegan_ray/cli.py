@@ -150,7 +150,7 @@ def run_train(args: argparse.Namespace) -> int:
 def run_evaluate(args: argparse.Namespace) -> int:
     import torch
 
-    from pokegan_ray.data.prepare import PrepareError, read_manifest
+    from pokegan_ray.data.prepare import PrepareError, class_frequencies, read_manifest
     from pokegan_ray.metrics import InceptionWeightsError, weights_path_from_environment
     from pokegan_ray.storage import StorageError, location
     from pokegan_ray.training.checkpoint import CheckpointError, load_generator, read_checkpoint
@@ -163,9 +163,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         manifest = read_manifest(location(data_uri))
         num_images = args.images or manifest["kept"]
         experiment = experiment.with_overrides({"data": {"uri": data_uri}, "train": {"eval_images": num_images}})
-        counts = manifest.get("class_counts", {})
-        frequencies = [counts.get(c, 0) / max(sum(counts.values()), 1) for c in manifest["classes"]]
-        evaluator = Evaluator(experiment, manifest["classes"], manifest["content_hash"], frequencies,
+        evaluator = Evaluator(experiment, manifest["classes"], manifest["content_hash"], class_frequencies(manifest),
                               weights_path_from_environment(), torch.device(args.device))
         scores = evaluator.evaluate(generator)
     except (CheckpointError, PrepareError, StorageError, InceptionWeightsError, ValueError) as error:

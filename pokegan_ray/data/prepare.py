@@ -278,6 +278,13 @@ def read_manifest(dest: Location) -> dict:
     return manifest
 
 
+def class_frequencies(manifest: dict) -> list[float]:
+    """Each class's share of the kept images, in the manifest's class order ([] when unlabelled)."""
+    counts = manifest.get("class_counts", {})
+    total = sum(counts.values())
+    return [counts.get(name, 0) / total for name in manifest["classes"]] if total else []
+
+
 def _previous_manifest(dest: Location) -> dict | None:
     """The manifest already at `dest`, or None when there is none we can read (it will be replaced)."""
     if not dest.join(MANIFEST_NAME).exists():

@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from pokegan_ray.data.prepare import PrepareError, read_manifest
+from pokegan_ray.data.prepare import PrepareError, class_frequencies, read_manifest
 from pokegan_ray.storage import Location, StorageError, location
 from pokegan_ray.training.config import ExperimentConfig, merge_sections, run_name
 from pokegan_ray.training.loop import STATUS_FILE, RunContext, train_worker
@@ -136,11 +136,8 @@ def train(raw_config: dict[str, Any], *, storage_uri: str, name: str | None = No
     run_folder.join(CONFIG_FILE).write_bytes_atomic(
         yaml.safe_dump(experiment.to_dict(), sort_keys=False).encode())
 
-    counts = manifest.get("class_counts", {})
-    total = sum(counts.values())
     run = RunContext(run_uri=run_folder.uri, classes=list(manifest["classes"]),
-                     dataset_hash=manifest["content_hash"],
-                     class_frequencies=[counts[c] / total for c in manifest["classes"]] if total else [],
+                     dataset_hash=manifest["content_hash"], class_frequencies=class_frequencies(manifest),
                      inception_weights=inception_weights)
     scale = experiment.scale
     trainer = TorchTrainer(
