@@ -13,7 +13,8 @@ import sys
 
 log = logging.getLogger("pokegan_ray")
 
-from pokegan_ray.defaults import DEFAULT_DATA_URI as DEFAULT_DATA, DEFAULT_RUNS_URI as DEFAULT_RUNS
+from pokegan_ray.defaults import DEFAULT_DATA_URI as DEFAULT_DATA, DEFAULT_RUNS_URI as DEFAULT_RUNS, \
+    DEFAULT_SEARCHES_URI as DEFAULT_SEARCHES
 
 
 class UsageError(Exception):
@@ -73,6 +74,26 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--workers", type=int, help="Ray Train workers (default: 2)")
     train.add_argument("--gpu", action="store_true", help="one GPU per worker, bf16 autocast and channels_last")
     train.set_defaults(handler=run_train)
+
+    tune = commands.add_parser(
+        "tune", help="search hyperparameters: Ray Tune + Optuna (TPE), stopping poor trials early on FID",
+        description="Run many training trials on the Ray cluster: Optuna proposes configs from the space, ASHA "
+                    "stops trials whose FID is poor, and the search ends with a leaderboard, the best config (a "
+                    "YAML for pokegan train --config), the best checkpoint and a grid of its Pokémon. Without "
+                    "--data the bundled set is prepared on first use.")
+    tune.add_argument("--space", help="a search space YAML, e.g. search_spaces/quick.yaml (not needed with --resume)")
+    tune.add_argument("--samples", type=int, help="number of trials (default: the space's search.samples)")
+    tune.add_argument("--concurrent", type=int, help="trials at once (default: the space's search.concurrent; "
+                                                     "capped by the cluster's CPUs)")
+    tune.add_argument("--data", help=f"the prepared set (default: {DEFAULT_DATA}, prepared if absent)")
+    tune.add_argument("--storage", default=DEFAULT_SEARCHES,
+                      help=f"where searches go: a local path or s3://bucket/prefix (default: {DEFAULT_SEARCHES})")
+    tune.add_argument("--name", help="the search's name (default: the space's name and the time)")
+    tune.add_argument("--resume", action="store_true",
+                      help="continue the interrupted search --name: finished trials are kept, not rerun")
+    tune.add_argument("--set", dest="assignments", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                      help="override one setting of the space's base for every trial (repeatable)")
+    tune.set_defaults(handler=run_tune)
 
     evaluate = commands.add_parser(
         "evaluate", help="print FID and KID of a saved generator (its EMA) against a prepared set",
@@ -147,6 +168,66 @@ def run_train(args: argparse.Namespace) -> int:
     return 0 if outcome.status == "completed" else 1
 
 
+def run_tune(args: argparse.Namespace) -> int:
+    import datetime
+
+    from pokegan_ray.metrics import weights_path_from_environment
+    from pokegan_ray.search.results import leaderboard_table
+    from pokegan_ray.search.runner import SearchError, run_search
+    from pokegan_ray.search.space import SearchSpace
+    from pokegan_ray.training.config import parse_assignments
+
+    for option in ("samples", "concurrent"):
+        if getattr(args, option) is not None and getattr(args, option) < 1:
+            raise UsageError(f"--{option} must be at least 1, got {getattr(args, option)}")
+    space = None
+    if args.resume:
+        if not args.name:
+            raise UsageError("--resume needs the search's --name")
+        if args.space or args.assignments or args.data:
+            raise UsageError("--resume continues a search with its saved space, data and settings; drop "
+                             "--space/--set/--data")
+    else:
+        if not args.space:
+            raise UsageError("--space is required, e.g. --space search_spaces/quick.yaml")
+        try:
+            space = SearchSpace.load(args.space)
+            overrides = parse_assignments(args.assignments)
+        except ValueError as error:
+            raise UsageError(str(error)) from None
+    name = args.name or (f"{os.path.splitext(os.path.basename(args.space))[0]}-"
+                         f"{datetime.datetime.now(datetime.timezone.utc):%Y%m%d-%H%M%S}")
+    init_ray()
+    if not args.resume and not args.data:
+        ensure_default_data({})
+    weights = weights_path_from_environment()
+    try:
+        outcome = run_search(space, storage_uri=args.storage, name=name, data_uri=args.data,
+                             overrides=None if args.resume else overrides, samples=args.samples,
+                             concurrent=args.concurrent, resume=args.resume,
+                             inception_weights=os.path.abspath(weights) if weights else None)
+    except SearchError as error:
+        raise UsageError(str(error)) from None
+    print()
+    print(leaderboard_table(outcome.records, outcome.space))
+    print()
+    print(f"search:          {outcome.search_uri}")
+    print(f"leaderboard:     {outcome.leaderboard_uri}")
+    print(f"FID plot:        {outcome.plot_uri}")
+    if outcome.interrupted:
+        print(f"the search was interrupted; continue it with: pokegan tune --resume --name {name} "
+              f"--storage {args.storage}")
+        return 130
+    if outcome.best is None:
+        print("no trial produced an FID: see the reasons above")
+        return 1
+    print(f"best trial:      {outcome.best.number} (FID {outcome.best.best_fid:.2f})")
+    print(f"best config:     {outcome.best_config_uri}   (pokegan train --config FILE)")
+    print(f"best checkpoint: {outcome.best_checkpoint_uri}")
+    print(f"best samples:    {outcome.best_samples_uri}")
+    return 0
+
+
 def run_evaluate(args: argparse.Namespace) -> int:
     import torch
 
@@ -187,11 +268,18 @@ def ensure_default_data(raw: dict) -> None:
 
 def init_ray() -> None:
     """Join the cluster named by RAY_ADDRESS, or start a local one."""
+    # Ray Data's progress bars redraw every second from every worker and bury the progress lines.
+    quiet = {"RAY_DATA_DISABLE_PROGRESS_BARS": os.environ.get("RAY_DATA_DISABLE_PROGRESS_BARS", "1")}
+    os.environ.update(quiet)  # before ray.data is imported here, and inherited by a local cluster
     import ray
 
     if not ray.is_initialized():
-        ray.init(address=os.environ.get("RAY_ADDRESS"), logging_level=logging.WARNING,
-                 configure_logging=True)
+        address = os.environ.get("RAY_ADDRESS")
+        # A local cluster needs its dashboard: without it, Train runs inside Tune trials leak their placement
+        # groups and the next trial waits forever for CPUs.
+        local = {} if address else {"include_dashboard": True}
+        ray.init(address=address, logging_level=logging.WARNING, configure_logging=True,
+                 runtime_env={"env_vars": quiet}, **local)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,3 +2,4 @@
 
 DEFAULT_DATA_URI = "artifacts/data/bundled"
 DEFAULT_RUNS_URI = "artifacts/runs"
+DEFAULT_SEARCHES_URI = "artifacts/searches"

@@ -50,6 +50,10 @@ class Location:
     def is_s3(self) -> bool:
         return self.uri.startswith("s3://")
 
+    def uri_of(self, path: str) -> str:
+        """A path on this location's filesystem (as Ray or a listing gives it) as a URI for people."""
+        return "s3://" + path.lstrip("/") if self.is_s3 else path
+
     def join(self, *parts: str) -> "Location":
         path = posixpath.join(self.path, *parts)
         uri = self.uri.rstrip("/") + "/" + "/".join(p.strip("/") for p in parts)

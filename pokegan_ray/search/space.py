@@ -30,12 +30,13 @@ from typing import Any
 import yaml
 
 from pokegan_ray.training.config import SECTIONS, ExperimentConfig, merge_sections
+from pokegan_ray.models.config import require_choice, require_float, require_int
 
 # Facts about the run that the caller knows and the space cannot sample: name -> type.
 FACTS: dict[str, type] = {"data.labelled": bool}
 
 DIMENSION_TYPES = ("categorical", "float", "int")
-TOP_LEVEL_KEYS = ("description", "base", "dimensions")
+TOP_LEVEL_KEYS = ("description", "base", "dimensions", "search")
 _KEYS_BY_TYPE = {
     "categorical": {"type", "values", "when"},
     "float": {"type", "low", "high", "log", "step", "when"},
@@ -93,6 +94,66 @@ class Dimension:
 
 
 @dataclass(frozen=True)
+class SearchSettings:
+    """How a space is searched: the file's `search:` section; `pokegan tune` options override some."""
+
+    samples: int = 8  # trials in all
+    concurrent: int = 1  # trials at once (capped by what the cluster holds)
+    seed: int = 0  # of Optuna's sampler: the same seed proposes the same first trials
+    startup_trials: int = 4  # random trials before TPE starts modelling the results
+    # "asha": stop trials whose FID is poor at a rung; "none": every trial runs all its steps.
+    scheduler: str = "asha"
+    grace_steps: int = 0  # generator steps before the first rung; 0 = the first evaluation (train.eval_every)
+    reduction_factor: float = 3.0  # ASHA keeps the best 1/reduction_factor at each rung
+    # Stop a trial whose last `plateau_evaluations` FIDs vary by less than `plateau_std` (0 = off).
+    plateau_evaluations: int = 0
+    plateau_std: float = 1.0
+    # Trials to run first, before any sampling: dimension -> value (the rest is sampled).
+    first_trials: tuple[Mapping[str, Any], ...] = ()
+
+    def __post_init__(self) -> None:
+        require_int("search.samples", self.samples, minimum=1)
+        require_int("search.concurrent", self.concurrent, minimum=1)
+        require_int("search.seed", self.seed, minimum=0)
+        require_int("search.startup_trials", self.startup_trials, minimum=1)
+        require_choice("search.scheduler", self.scheduler, SCHEDULERS)
+        require_int("search.grace_steps", self.grace_steps, minimum=0)
+        object.__setattr__(self, "reduction_factor", require_float(
+            "search.reduction_factor", self.reduction_factor, minimum=1.0, minimum_inclusive=False))
+        require_int("search.plateau_evaluations", self.plateau_evaluations, minimum=0)
+        object.__setattr__(self, "plateau_std", require_float(
+            "search.plateau_std", self.plateau_std, minimum=0.0, minimum_inclusive=False))
+        if not isinstance(self.first_trials, (list, tuple)) or not all(
+                isinstance(point, Mapping) for point in self.first_trials):
+            raise ValueError(f"search.first_trials must be a list of mappings dimension: value, "
+                             f"got {self.first_trials!r}")
+        object.__setattr__(self, "first_trials", tuple(dict(point) for point in self.first_trials))
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str) -> "SearchSettings":
+        if data is None:
+            return cls()
+        if not isinstance(data, Mapping):
+            raise ValueError(f"{source}: search must be a mapping such as {{samples: 8}}, got {data!r}")
+        known = {field.name for field in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known, key=str)
+        if unknown:
+            raise ValueError(f"{source}: search: unknown key(s) {', '.join(map(repr, unknown))}; allowed: "
+                             f"{', '.join(sorted(known))}")
+        try:
+            return cls(**data)
+        except ValueError as error:
+            raise ValueError(f"{source}: {error}") from None
+
+    def with_overrides(self, **changes: Any) -> "SearchSettings":
+        """`pokegan tune --samples/--concurrent`: None leaves the file's value."""
+        return dataclasses.replace(self, **{key: value for key, value in changes.items() if value is not None})
+
+
+SCHEDULERS = ("asha", "none")
+
+
+@dataclass(frozen=True)
 class SearchSpace:
     dimensions: tuple[Dimension, ...]
     # Raw config sections under every trial (validated together with the dimensions at load time).
@@ -100,6 +161,7 @@ class SearchSpace:
     description: str = ""
     # Where the space came from, for messages.
     source: str = "<search space>"
+    settings: SearchSettings = dataclasses.field(default_factory=SearchSettings)
 
     @classmethod
     def load(cls, path: str) -> "SearchSpace":
@@ -135,8 +197,12 @@ class SearchSpace:
         dimensions: list[Dimension] = []
         for name, spec in dimensions_data.items():
             dimensions.append(_parse_dimension(source, name, spec, dimensions, base))
-        space = cls(dimensions=tuple(dimensions), base=base, description=description, source=source)
+        settings = SearchSettings.from_dict(data.get("search"), source)
+        space = cls(dimensions=tuple(dimensions), base=base, description=description, source=source,
+                    settings=settings)
         _check_configs(space)
+        for index, point in enumerate(settings.first_trials):
+            _check_first_trial(space, index, point)
         return space
 
     @property
@@ -288,6 +354,25 @@ def _parse_when(where: str, when: Any, earlier: list[Dimension]) -> tuple[tuple[
                              f"fact ({', '.join(FACTS)}){later}")
         conditions.append((key, allowed))
     return tuple(conditions)
+
+
+def _check_first_trial(space: SearchSpace, index: int, point: Mapping[str, Any]) -> None:
+    """A first trial names dimensions only, with values each dimension could sample."""
+    where = f"{space.source}: search.first_trials[{index}]"
+    names = space.dimension_names
+    unknown = [key for key in point if key not in names]
+    if unknown:
+        raise ValueError(f"{where}: {unknown[0]!r} is not a dimension of this space; dimensions: {', '.join(names)}")
+    for key, value in point.items():
+        dimension = space.dimension(key)
+        if dimension.type == "categorical":
+            wanted = tuple(value) if isinstance(value, list) else value
+            if not any(_same(wanted, choice) for choice in dimension.values):
+                raise ValueError(f"{where}: {key}={value!r} is not one of {list(dimension.values)!r}")
+        elif isinstance(value, bool) or not isinstance(value, (int, float)) or not (
+                dimension.low <= value <= dimension.high) or (dimension.type == "int" and not isinstance(value, int)):
+            raise ValueError(f"{where}: {key}={value!r} must be {'an integer' if dimension.type == 'int' else 'a number'}"
+                             f" from {dimension.low} to {dimension.high}")
 
 
 def _same(a: Any, b: Any) -> bool:

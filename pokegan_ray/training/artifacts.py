@@ -41,6 +41,34 @@ def grid_image(images: torch.Tensor, columns: int | None = None, padding_px: int
     return canvas
 
 
+SAMPLE_GRID_IMAGES = 64
+SAMPLE_GRID_COLUMNS = 8
+
+
+class FixedSamples:
+    """The latents (and labels) of a sample grid: the same for every grid of a run, so grids compare.
+
+    An AC-GAN grid has one row per type with the same 8 latents in every row.
+    """
+
+    def __init__(self, latent_size: int, classes: list[str] | None, seed: int):
+        generator = torch.Generator().manual_seed(seed)
+        if classes:
+            self.latents = torch.randn(SAMPLE_GRID_COLUMNS, latent_size, generator=generator).repeat(len(classes), 1)
+            self.labels = torch.arange(len(classes)).repeat_interleave(SAMPLE_GRID_COLUMNS)
+            self.row_labels: list[str] | None = list(classes)
+        else:
+            self.latents = torch.randn(SAMPLE_GRID_IMAGES, latent_size, generator=generator)
+            self.labels, self.row_labels = None, None
+
+    @torch.no_grad()
+    def grid(self, generator: torch.nn.Module, device: torch.device | str = "cpu") -> Image.Image:
+        generator.eval()
+        labels = None if self.labels is None else self.labels.to(device)
+        images = generator(self.latents.to(device), labels)
+        return grid_image(images, SAMPLE_GRID_COLUMNS, row_labels=self.row_labels)
+
+
 def png_bytes(image: Image.Image) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, "PNG")

@@ -33,7 +33,6 @@ from pokegan_ray.training.checkpoint import FILE_NAME, FORMAT_VERSION, checkpoin
 from pokegan_ray.training.config import ExperimentConfig
 from pokegan_ray.training.evaluation import Evaluator
 
-SAMPLE_GRID_IMAGES = 64
 STATUS_FILE = "status.json"
 
 
@@ -174,7 +173,7 @@ def train_worker(loop_config: dict[str, Any]) -> None:
             "generator_checksum": parameter_checksum(generator),
             "discriminator_checksum": parameter_checksum(discriminator),
         }
-        window, window_started, window_images, data_seconds = MetricWindow(), time.perf_counter(), 0, 0.0
+        window, window_images, data_seconds = MetricWindow(), 0, 0.0
         checkpoint_to_report = None
         if artifacts_writer:
             if sample:
@@ -211,6 +210,7 @@ def train_worker(loop_config: dict[str, Any]) -> None:
             elif save:
                 gather_rng_states(world_size)  # rank 0 collects every rank's state
             ray.train.report(metrics, checkpoint=checkpoint_to_report)
+        window_started = time.perf_counter()  # images/s measures training, not evaluation or saving
         if final and artifacts_writer:  # only once the final checkpoint is stored
             artifacts_writer.write_summary(progress.history)
             artifacts_writer.write_status("completed", step, f"trained {step} steps")
@@ -301,30 +301,17 @@ class RunArtifacts:
         self.device = device
         self.evaluator = Evaluator(experiment, run.classes, run.dataset_hash, run.class_frequencies,
                                    run.inception_weights, device)
-        latent = torch.Generator().manual_seed(experiment.train.seed)
         model = experiment.gan.model
-        if model.conditional:  # one row per type, the same 8 latents in every row
-            columns = 8
-            self.sample_latents = torch.randn(columns, model.latent_size, generator=latent).repeat(
-                model.num_classes, 1)
-            self.sample_labels = torch.arange(model.num_classes).repeat_interleave(columns)
-            self.sample_columns, self.row_labels = columns, list(run.classes)
-        else:
-            self.sample_latents = torch.randn(SAMPLE_GRID_IMAGES, model.latent_size, generator=latent)
-            self.sample_labels, self.sample_columns, self.row_labels = None, 8, None
+        self.samples = artifacts.FixedSamples(model.latent_size, run.classes if model.conditional else None,
+                                              experiment.train.seed)
         from tensorboardX import SummaryWriter
 
         self.tensorboard_folder = tempfile.mkdtemp(prefix="pokegan-tensorboard-")
         self.tensorboard = SummaryWriter(self.tensorboard_folder)
         self.last_fid: float | None = None
 
-    @torch.no_grad()
     def write_sample_grid(self, generator: torch.nn.Module, step: int) -> None:
-        generator.eval()
-        latents = self.sample_latents.to(self.device)
-        labels = None if self.sample_labels is None else self.sample_labels.to(self.device)
-        images = generator(latents, labels)
-        grid = artifacts.grid_image(images, self.sample_columns, row_labels=self.row_labels)
+        grid = self.samples.grid(generator, self.device)
         self.folder.join("samples", f"step-{step:07d}.png").write_bytes_atomic(artifacts.png_bytes(grid))
 
     def evaluate(self, generator: torch.nn.Module) -> dict[str, float]:

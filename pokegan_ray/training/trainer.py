@@ -179,16 +179,13 @@ def _outcome(run_folder: Location, status: dict[str, Any], result, storage: Loca
     metrics = dict(result.metrics or {}) if result is not None else {}
     best = latest = None
     if result is not None and storage is not None:
-        scheme = "s3://" if storage.is_s3 else ""
         if result.checkpoint is not None:
-            latest = scheme + result.checkpoint.path
+            latest = storage.uri_of(result.checkpoint.path)
         scored = [(m.get("checkpoint_fid", float("inf")), c) for c, m in (result.best_checkpoints or [])]
         if scored:
-            best = scheme + min(scored, key=lambda pair: pair[0])[1].path
+            best = storage.uri_of(min(scored, key=lambda pair: pair[0])[1].path)
     grids = [info.path for info in _safe_list(run_folder.join("samples")) if info.path.endswith(".png")]
-    grid_uri = None
-    if grids:
-        grid_uri = ("s3://" + grids[-1]) if run_folder.is_s3 else grids[-1]
+    grid_uri = run_folder.uri_of(grids[-1]) if grids else None
     history = _safe_history(run_folder)
     evaluated = [entry for entry in history if "fid" in entry]
     return TrainOutcome(

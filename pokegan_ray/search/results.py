@@ -1,0 +1,152 @@
+"""What a finished search leaves behind, next to its trials:
+
+    SEARCH/leaderboard.csv      every trial, best first: status, reason, best FID, KID, images seen, params
+    SEARCH/best_config.yaml     the best trial's resolved config: `pokegan train --config` takes it
+    SEARCH/best_samples.png     a sample grid from the best trial's best checkpoint
+    SEARCH/fid_vs_images.png    FID over images seen, one line per trial
+    SEARCH/summary.json         the best trial, its FID and checkpoint URI
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from typing import Any
+
+import yaml
+
+from pokegan_ray.search.ledger import FAILED, TrialRecord
+from pokegan_ray.search.space import SearchSpace
+from pokegan_ray.storage import Location, StorageError, location
+from pokegan_ray.training.trainer import CONFIG_FILE
+
+LEADERBOARD_FILE = "leaderboard.csv"
+BEST_CONFIG_FILE = "best_config.yaml"
+BEST_SAMPLES_FILE = "best_samples.png"
+PLOT_FILE = "fid_vs_images.png"
+SUMMARY_FILE = "summary.json"
+
+
+def ranked(records: list[TrialRecord]) -> list[TrialRecord]:
+    """Best FID first; failed trials and trials without an FID last, in trial order."""
+    return sorted(records, key=lambda record: (record.status == FAILED or not math.isfinite(record.best_fid),
+                                               record.best_fid if record.status != FAILED else math.inf,
+                                               record.number))
+
+
+def best_trial(records: list[TrialRecord]) -> TrialRecord | None:
+    usable = [record for record in records if record.status != FAILED and math.isfinite(record.best_fid)]
+    return ranked(usable)[0] if usable else None
+
+
+def leaderboard_csv(records: list[TrialRecord], space: SearchSpace) -> bytes:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["rank", "trial", "trial_id", "status", "best_fid", "kid_at_best", "images_seen", "step",
+                     *space.dimension_names, "reason", "run_uri"])
+    for rank, record in enumerate(ranked(records), start=1):
+        best = record.best or {}
+        writer.writerow([rank, record.number, record.trial_id, record.status, _number(record.best_fid),
+                         _number(best.get("kid", math.nan)), record.images_seen, record.step,
+                         *[record.params.get(name, "") for name in space.dimension_names], record.reason,
+                         record.run_uri])
+    return buffer.getvalue().encode()
+
+
+def leaderboard_table(records: list[TrialRecord], space: SearchSpace) -> str:
+    """The leaderboard for a terminal: one line per trial, the params that were sampled."""
+    header = f"{'#':>3} {'trial':>5} {'status':<9} {'best FID':>8} {'KID':>7} {'images':>9}  config"
+    lines = [header, "-" * len(header)]
+    for rank, record in enumerate(ranked(records), start=1):
+        best = record.best or {}
+        params = " ".join(f"{name}={_short(value)}" for name, value in record.params.items())
+        line = (f"{rank:>3} {record.number:>5} {record.status:<9} {_number(record.best_fid):>8} "
+                f"{_number(best.get('kid', math.nan), 4):>7} {record.images_seen:>9,}  {params}")
+        if record.reason:
+            line += f"\n{'':>28}-> {record.reason}"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def fid_plot(records: list[TrialRecord]) -> bytes:
+    """PNG: FID over images seen, a line per trial (dashed when stopped early, dotted when failed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot
+
+    figure, axes = pyplot.subplots(figsize=(8, 5))
+    styles = {"stopped": "--", "failed": ":"}
+    for record in records:
+        points = [(entry["images_seen"], entry["fid"]) for entry in record.history if math.isfinite(entry["fid"])]
+        if points:
+            xs, ys = zip(*points)
+            axes.plot(xs, ys, styles.get(record.status, "-"), marker="o", markersize=3,
+                      label=f"trial {record.number} ({record.status})")
+    axes.set_xlabel("images seen")
+    axes.set_ylabel("FID (EMA generator)")
+    axes.set_title("FID of every trial (dashed: stopped early, dotted: failed)")
+    if records:
+        axes.legend(fontsize="small", ncol=2)
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100)
+    pyplot.close(figure)
+    return buffer.getvalue()
+
+
+def best_samples_png(checkpoint_uri: str) -> bytes:
+    """A fixed-noise sample grid from a checkpoint's EMA generator."""
+    from pokegan_ray.training.artifacts import FixedSamples, png_bytes
+    from pokegan_ray.training.checkpoint import load_generator, read_checkpoint
+
+    state = read_checkpoint(checkpoint_uri)
+    generator, experiment = load_generator(state, "cpu")
+    model = experiment.gan.model
+    samples = FixedSamples(model.latent_size, state.get("classes") if model.conditional else None,
+                           experiment.train.seed)
+    return png_bytes(samples.grid(generator))
+
+
+def write_results(folder: Location, records: list[TrialRecord], space: SearchSpace):
+    """Write the leaderboard, plot, best config and best samples; print the table; return a SearchOutcome."""
+    from pokegan_ray.search.runner import SearchOutcome
+
+    folder.join(LEADERBOARD_FILE).write_bytes_atomic(leaderboard_csv(records, space))
+    folder.join(PLOT_FILE).write_bytes_atomic(fid_plot(records))
+    best = best_trial(records)
+    best_config_uri = best_checkpoint = best_samples_uri = None
+    if best is not None:
+        config = yaml.safe_load(location(best.run_uri).join(CONFIG_FILE).read_bytes())
+        header = (f"# The best config of search {folder.uri}: trial {best.number} ({best.trial_id}), best FID "
+                  f"{best.best_fid:.2f} after {best.images_seen:,} images.\n"
+                  f"# Train it longer with: pokegan train --config best_config.yaml --set train.steps=N\n")
+        folder.join(BEST_CONFIG_FILE).write_bytes_atomic(
+            (header + yaml.safe_dump(config, sort_keys=False)).encode())
+        best_config_uri = folder.join(BEST_CONFIG_FILE).uri
+        best_checkpoint = best.best_checkpoint_uri()
+        if best_checkpoint:
+            folder.join(BEST_SAMPLES_FILE).write_bytes_atomic(best_samples_png(best_checkpoint))
+            best_samples_uri = folder.join(BEST_SAMPLES_FILE).uri
+    summary: dict[str, Any] = {
+        "trials": len(records),
+        "by_status": {status: sum(r.status == status for r in records) for status in sorted({r.status for r in records})},
+        "images_seen": sum(record.images_seen for record in records),
+        "best": None if best is None else {
+            "trial": best.number, "trial_id": best.trial_id, "best_fid": best.best_fid, "params": best.params,
+            "checkpoint_uri": best_checkpoint, "config_uri": best_config_uri},
+    }
+    folder.join(SUMMARY_FILE).write_bytes_atomic(json.dumps(summary, indent=1).encode())
+    return SearchOutcome(search_uri=folder.uri, space=space, records=records, best=best, best_config_uri=best_config_uri,
+                         best_checkpoint_uri=best_checkpoint, leaderboard_uri=folder.join(LEADERBOARD_FILE).uri,
+                         plot_uri=folder.join(PLOT_FILE).uri, best_samples_uri=best_samples_uri)
+
+
+def _number(value: float, digits: int = 2) -> str:
+    return f"{value:.{digits}f}" if math.isfinite(value) else "-"
+
+
+def _short(value: Any) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)

@@ -1,0 +1,200 @@
+"""`pokegan tune` on a real local Ray: Optuna proposes, ASHA cuts on FID, failures are recorded, resume works.
+
+Trials are tiny (8-channel networks, a dozen steps, FID on 8 images), so they check the
+orchestration, not image quality. The first trials are pinned (`search.first_trials`) so each
+test knows which trial is meant to do what; Optuna's sampler and training are seeded.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from PIL import Image
+
+from image_files import encode, pokemon_like, write_files
+from pokegan_ray import cli
+from pokegan_ray.data import PrepareOptions, prepare
+from pokegan_ray.search.ledger import COMPLETED, FAILED, STOPPED, Ledger
+from pokegan_ray.search.runner import SearchError, run_search
+from pokegan_ray.search.space import SearchSpace
+from pokegan_ray.storage import location
+
+STEPS = 12
+BASE = {
+    "model": {"generator_channels": 8, "discriminator_channels": 8, "latent_size": 16},
+    "train": {"steps": STEPS, "batch_size": 8, "report_every": 4, "eval_every": 4,
+              "sample_every": STEPS, "checkpoint_every": 4, "keep_checkpoints": 1, "mixed_precision": False},
+    "scale": {"workers": 1, "use_gpu": False, "cpus_per_worker": 0.5, "threads_per_worker": 1},
+}
+DIMENSIONS = {
+    "loss.name": {"type": "categorical", "values": ["dcgan", "wgan-gp"]},
+    "loss.n_critic": {"type": "int", "low": 1, "high": 3, "when": {"loss.name": ["wgan-gp"]}},
+    # Up to absurd: Adam at 0.3 saturates the generator in a few steps, so that trial's FID is far worse
+    # at the first rung, which is what the early-stopping test needs from one trial.
+    "loss.generator_learning_rate": {"type": "float", "low": 1.0e-5, "high": 0.3, "log": True},
+    "train.eval_images": {"type": "categorical", "values": [8, 4]},
+    "train.inject_nonfinite_at_step": {"type": "categorical", "values": [0, 3]},
+}
+
+
+def space(first_trials: list[dict], samples: int | None = None, **settings) -> SearchSpace:
+    search = {"samples": samples or len(first_trials), "first_trials": first_trials, "reduction_factor": 2,
+              **settings}
+    return SearchSpace.from_dict({"description": "test", "base": BASE, "dimensions": DIMENSIONS,
+                                  "search": search}, source="test-space")
+
+
+def trial(name: str, **values) -> dict:
+    return {"loss.name": name, "train.eval_images": 8, "train.inject_nonfinite_at_step": 0,
+            "loss.generator_learning_rate": 2.0e-4, **values}
+
+
+@pytest.fixture(scope="module")
+def labelled_data(ray_cluster, tmp_path_factory) -> str:
+    source = tmp_path_factory.mktemp("source")
+    colours = {"fire": (230, 60, 20), "water": (30, 90, 230)}
+    write_files(source, {f"{kind}/{i}.png": encode(Image.fromarray(pokemon_like(64, colours[kind], seed=i)), "PNG")
+                         for kind in colours for i in range(4)})
+    dest = str(tmp_path_factory.mktemp("data"))
+    prepare(str(source), dest, PrepareOptions(resolutions=(64,), augment=2))
+    return dest
+
+
+def test_search_runs_cuts_records_failures_and_its_best_config_trains(ray_cluster, labelled_data, tmp_path, capsys):
+    first = [
+        trial("dcgan"),
+        trial("wgan-gp", **{"loss.n_critic": 2}),
+        trial("dcgan", **{"train.inject_nonfinite_at_step": 3}),  # fails: the search must go on
+        trial("dcgan", **{"loss.generator_learning_rate": 0.3}),  # scores worst at the first rung: ASHA stops it
+    ]
+    outcome = run_search(space(first), storage_uri=str(tmp_path / "searches"), name="tiny",
+                         data_uri=labelled_data)
+    records = {record.number: record for record in outcome.records}
+    assert sorted(records) == [1, 2, 3, 4]
+    assert not outcome.interrupted
+
+    # Conditional dimensions: n_critic only where the loss is Wasserstein, in the params and the run's config.
+    for record in records.values():
+        assert ("loss.n_critic" in record.params) == (record.params["loss.name"] == "wgan-gp"), record.params
+    assert records[2].params["loss.n_critic"] == 2
+    run_configs = {n: yaml.safe_load(location(r.run_uri).join("config.yaml").read_bytes())
+                   for n, r in records.items() if n in (1, 2)}
+    assert run_configs[2]["loss"]["n_critic"] == 2
+    assert run_configs[1]["loss"]["n_critic"] == 1  # not sampled: DCGAN's own single D step
+
+    # The failing trial is recorded with its reason, and later trials still ran.
+    assert records[3].status == FAILED
+    assert "non-finite at step 3" in records[3].reason
+    assert records[4].history
+
+    # Early stopping is real: trial 4 saw fewer images than a full trial, and the scheduler said so.
+    assert records[1].status == COMPLETED and records[1].step == STEPS
+    assert records[4].status == STOPPED, (records[4].status, records[4].history)
+    assert records[4].step < STEPS and records[4].images_seen < records[1].images_seen
+    assert "ASHA" in records[4].reason
+
+    # Results: leaderboard (CSV and table), plot, best config, best checkpoint and its samples.
+    folder = tmp_path / "searches" / "tiny"
+    rows = list(csv.DictReader(open(folder / "leaderboard.csv")))
+    assert [int(row["trial"]) for row in rows][-1] == 3  # the failed trial ranks last
+    assert {row["status"] for row in rows} >= {COMPLETED, STOPPED, FAILED}
+    fids = [float(row["best_fid"]) for row in rows if row["best_fid"] != "-"]
+    assert fids == sorted(fids) and math.isfinite(fids[0])
+    assert rows[0]["trial_id"] == outcome.best.trial_id
+    assert (folder / "fid_vs_images.png").read_bytes()[:4] == b"\x89PNG"
+    assert Image.open(folder / "best_samples.png").size[0] > 64
+    assert outcome.best_checkpoint_uri and os.path.exists(os.path.join(outcome.best_checkpoint_uri, "checkpoint.pt"))
+
+    best_config = folder / "best_config.yaml"
+    assert yaml.safe_load(best_config.read_text())["loss"]["name"] == outcome.best.params["loss.name"]
+    capsys.readouterr()
+    status = cli.main(["train", "--config", str(best_config), "--storage", str(tmp_path / "runs"),
+                       "--name", "from-best", "--set", "train.steps=4"])
+    assert status == 0, capsys.readouterr()
+    assert (tmp_path / "runs" / "from-best" / "status.json").exists()
+
+
+def test_resume_finishes_an_interrupted_search_without_rerunning_finished_trials(ray_cluster, labelled_data,
+                                                                              tmp_path):
+    space_file = tmp_path / "space.yaml"
+    space_file.write_text(yaml.safe_dump(sort_keys=False, data={
+        "description": "resume test", "base": BASE, "dimensions": DIMENSIONS,
+        "search": {"samples": 3, "scheduler": "none",
+                   "first_trials": [trial("dcgan"), trial("wgan-gp", **{"loss.n_critic": 1}), trial("dcgan")]}}))
+    storage = tmp_path / "searches"
+    command = [sys.executable, "-m", "pokegan_ray.cli", "tune", "--space", str(space_file), "--data", labelled_data,
+               "--storage", str(storage), "--name", "interrupted"]
+    # Its own local Ray, like a person's terminal; Ctrl+C (SIGINT) once the first trial has finished.
+    env = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"}
+    driver = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    seen = []
+    for line in driver.stdout:
+        seen.append(line)
+        if "trial 1/3 completed" in line:
+            driver.send_signal(signal.SIGINT)
+            break
+    rest, _ = driver.communicate(timeout=300)
+    output = "".join(seen) + rest
+    assert driver.returncode == 130, output[-3000:]
+    assert "pokegan tune --resume --name interrupted" in output
+
+    ledger = Ledger(location(str(storage / "interrupted")))
+    before = {record.number: record for record in ledger.records()}
+    assert before[1].status == COMPLETED
+    assert any(record.status != COMPLETED for record in before.values()) or len(before) < 3
+    finished_file = storage / "interrupted" / "trials" / f"{before[1].trial_id}.json"
+    finished_bytes = finished_file.read_bytes()
+
+    outcome = run_search(None, storage_uri=str(storage), name="interrupted", resume=True)
+    after = {record.number: record for record in outcome.records}
+    assert sorted(after) == [1, 2, 3] and not outcome.interrupted
+    assert all(record.status == COMPLETED for record in after.values()), [(r.number, r.status) for r in after.values()]
+    # The finished trial was not started again (a rerun rewrites its record and appends to its history).
+    assert finished_file.read_bytes() == finished_bytes
+    assert len({record.trial_id for record in after.values()}) == 3
+
+
+def test_bad_searches_fail_before_ray_tune_starts(ray_cluster, labelled_data, tmp_path):
+    with pytest.raises(SearchError, match="train.eval_every is 0"):
+        run_search(space([trial("dcgan")]), storage_uri=str(tmp_path), name="a", data_uri=labelled_data,
+                   overrides={"train": {"eval_every": 0}})
+    with pytest.raises(SearchError, match="--set loss.name is a dimension"):
+        run_search(space([trial("dcgan")]), storage_uri=str(tmp_path), name="b", data_uri=labelled_data,
+                   overrides={"loss": {"name": "wgan"}})
+    with pytest.raises(SearchError, match="needs .* CPUs"):
+        run_search(space([trial("dcgan")]), storage_uri=str(tmp_path), name="c", data_uri=labelled_data,
+                   overrides={"scale": {"cpus_per_worker": 1.5}})
+    with pytest.raises(SearchError, match="no search 'missing'"):
+        run_search(None, storage_uri=str(tmp_path), name="missing", resume=True)
+    assert not list(Path(tmp_path).glob("*/search.json"))  # nothing was started
+
+
+def test_first_trials_must_name_dimensions_with_values_they_can_take():
+    with pytest.raises(ValueError, match="'loss.nam' is not a dimension"):
+        space([{"loss.nam": "dcgan"}])
+    with pytest.raises(ValueError, match="loss.name='wgan' is not one of"):
+        space([{"loss.name": "wgan"}])
+    with pytest.raises(ValueError, match="from 1e-05 to 0.3"):
+        space([{"loss.generator_learning_rate": 1.0}])
+    with pytest.raises(ValueError, match="search: unknown key"):
+        SearchSpace.from_dict({"base": BASE, "dimensions": DIMENSIONS, "search": {"sample": 3}})
+
+
+def test_cli_tune_rejects_bad_input_with_one_line(tmp_path, capsys):
+    assert cli.main(["tune"]) == 2
+    assert "--space is required" in capsys.readouterr().err
+    assert cli.main(["tune", "--space", str(tmp_path / "nope.yaml")]) == 2
+    assert "cannot read the search space" in capsys.readouterr().err
+    assert cli.main(["tune", "--resume"]) == 2
+    assert "--resume needs the search's --name" in capsys.readouterr().err
+    assert cli.main(["tune", "--space", "search_spaces/quick.yaml", "--samples", "0"]) == 2
+    assert "--samples must be at least 1" in capsys.readouterr().err
