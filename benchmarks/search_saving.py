@@ -6,7 +6,7 @@ in both searches; later TPE proposals follow the results and may differ (stopped
 the FID they reached when they were stopped). Compute is measured as the real images shown to
 the discriminators of all trials together (a stopped or failed trial counts what it saw).
 
-    python benchmarks/search_saving.py [--space search_spaces/quick.yaml] [--samples 8] [--steps N]
+    python benchmarks/search_saving.py [--space search_spaces/quick.yaml] [--samples 6] [--steps N]
                                        [--data URI] [--storage DIR]
 
 Last line: `search_saving: compute_ratio=<with/without> best_fid_with=<x> best_fid_without=<y>`
@@ -44,7 +44,7 @@ def one_search(space: SearchSpace, scheduler: str, args, storage: str):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--space", default="search_spaces/quick.yaml")
-    parser.add_argument("--samples", type=int, default=8, help="trials per search (default: 8)")
+    parser.add_argument("--samples", type=int, default=6, help="trials per search (default: 6)")
     parser.add_argument("--steps", type=int, default=0, help="generator steps per trial (default: the space's)")
     parser.add_argument("--data", default=None, help="prepared set (default: the bundled one, prepared if absent)")
     parser.add_argument("--storage", default=None, help="where both searches go (default: a temporary folder)")

@@ -55,8 +55,12 @@ def train_worker(loop_config: dict[str, Any]) -> None:
     import ray.train
     import ray.train.torch
 
-    # Ray Train logs every report in full at INFO; the progress line says what matters.
-    logging.getLogger("ray.train.v2._internal.execution.context").setLevel(logging.WARNING)
+    # Ray Train logs every report and checkpoint in full at INFO; the progress line says what matters.
+    # (Its report logger is named after the module's file path, hence the module's own attribute.)
+    from ray.train.v2._internal.execution import context as train_context
+
+    train_context.logger.setLevel(logging.WARNING)
+    logging.getLogger("ray.train.v2._internal.execution.storage").setLevel(logging.WARNING)
     experiment = ExperimentConfig.from_dict(loop_config["experiment"])
     run = RunContext(**loop_config["run"])
     train = experiment.train
