@@ -87,6 +87,26 @@ def build_parser() -> argparse.ArgumentParser:
                                "different N are not comparable")
     evaluate.add_argument("--device", default="cuda" if _has_cuda() else "cpu", help="cpu or cuda")
     evaluate.set_defaults(handler=run_evaluate)
+
+    generate = commands.add_parser(
+        "generate", help="new Pokémon from the registry's champion or a checkpoint: PNGs, a grid, a GIF",
+        description="Write pokemon-000.png..., grid.png and generate.json (each image's type) into --out, and "
+                    "with --interpolate interpolation.gif, a walk through the latent space between several "
+                    "seeds. The same --seed gives the same images.")
+    generate.add_argument("--model", default="champion",
+                          help="'champion' (default), a registry version like v0003, or a checkpoint.pt / Ray "
+                               "checkpoint folder (local or s3://)")
+    generate.add_argument("--registry", help="the model registry, for --model champion or vNNNN")
+    generate.add_argument("--name", default="pokegan", help="the model's name in the registry (default: pokegan)")
+    generate.add_argument("--n", type=int, default=64, dest="count", help="how many images (default: 64)")
+    generate.add_argument("--type", dest="type_name",
+                          help="a Pokémon type for a conditional (AC-GAN) model; without it such a model cycles "
+                               "through its types")
+    generate.add_argument("--seed", type=int, default=0, help="seed of the latents (default: 0)")
+    generate.add_argument("--out", default="generated", help="the output folder, local or s3:// (default: generated)")
+    generate.add_argument("--interpolate", action="store_true", help="also write interpolation.gif")
+    generate.add_argument("--device", default="cuda" if _has_cuda() else "cpu", help="cpu or cuda")
+    generate.set_defaults(handler=run_generate)
     return parser
 
 
@@ -171,6 +191,21 @@ def run_evaluate(args: argparse.Namespace) -> int:
     print(f"FID {scores['fid']:.2f}  KID {scores['kid']:.5f} ± {scores['kid_std']:.5f}  "
           f"(N={int(scores['fid_num_images'])} generated vs {int(scores['fid_real_images'])} real originals, "
           f"step {state['step']}, {data_uri})")
+    return 0
+
+
+def run_generate(args: argparse.Namespace) -> int:
+    from pokegan_ray.operations.generate import GenerateError, generate
+    from pokegan_ray.operations.registry import RegistryError
+    from pokegan_ray.storage import StorageError
+    from pokegan_ray.training.checkpoint import CheckpointError
+
+    try:
+        generate(args.model, out_uri=args.out, count=args.count, seed=args.seed, type_name=args.type_name,
+                 interpolate=args.interpolate, registry_uri=args.registry, name=args.name, device=args.device)
+    except (GenerateError, RegistryError, CheckpointError, StorageError) as error:
+        raise UsageError(str(error)) from None
+    print(f"wrote {args.count} images, grid.png{' and interpolation.gif' if args.interpolate else ''} to {args.out}")
     return 0
 
 
