@@ -78,34 +78,31 @@ def restore_rng_state(state: dict[str, Any]) -> None:
 
 def read_checkpoint(uri: str, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """A checkpoint from the object store: a `checkpoint.pt` file or the Ray checkpoint folder holding it."""
-    from pokegan_ray.storage import StorageError, location
-
-    target = location(uri)
-    if not target.path.endswith(".pt"):
-        target = target.join(FILE_NAME)
-    try:
-        data = target.read_bytes()
-    except StorageError as error:
-        raise CheckpointError(str(error)) from None
-    return load_checkpoint(data, target.uri, map_location=map_location)
+    data, source = _read_model_file(uri)
+    return load_checkpoint(data, source, map_location=map_location)
 
 
 def read_generator_weights(uri: str, map_location: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
     """The EMA generator's state dict from any pokegan model file holding `generator_ema`: a
     `checkpoint.pt` (or the Ray checkpoint folder holding it) or a registry model's `generator.pt`."""
+    data, source = _read_model_file(uri)
+    state = load_tensors(data, source, map_location=map_location)
+    if not isinstance(state.get("generator_ema"), dict):
+        raise CheckpointError(f"{source} holds no generator_ema weights; it is not a pokegan model file")
+    return state["generator_ema"]
+
+
+def _read_model_file(uri: str) -> tuple[bytes, str]:
+    """(bytes, URI) of a `.pt` file, or of the `checkpoint.pt` inside a Ray checkpoint folder."""
     from pokegan_ray.storage import StorageError, location
 
     target = location(uri)
     if not target.path.endswith(".pt"):
         target = target.join(FILE_NAME)
     try:
-        data = target.read_bytes()
+        return target.read_bytes(), target.uri
     except StorageError as error:
         raise CheckpointError(str(error)) from None
-    state = load_tensors(data, target.uri, map_location=map_location)
-    if not isinstance(state.get("generator_ema"), dict):
-        raise CheckpointError(f"{target.uri} holds no generator_ema weights; it is not a pokegan model file")
-    return state["generator_ema"]
 
 
 def load_generator(state: dict[str, Any], device: str | torch.device = "cpu"):
