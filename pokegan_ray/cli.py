@@ -21,6 +21,11 @@ class UsageError(Exception):
     """Bad input from the user: printed as one clear line, exit status 2."""
 
 
+# sysexits' EX_TEMPFAIL: "try again later", so a cron wrapper can tell "another retrain is running"
+# from a failure.
+EXIT_LOCKED = 75
+
+
 def _resolutions(text: str) -> tuple[int, ...]:
     try:
         return tuple(sorted({int(part) for part in text.split(",") if part.strip()}))
@@ -108,6 +113,54 @@ def build_parser() -> argparse.ArgumentParser:
                                "different N are not comparable")
     evaluate.add_argument("--device", default="cuda" if _has_cuda() else "cpu", help="cpu or cuda")
     evaluate.set_defaults(handler=run_evaluate)
+
+    retrain = commands.add_parser(
+        "retrain", help="the nightly job: refresh the data, train a candidate, promote it if it beats the champion",
+        description="Take the registry's lock, refresh the prepared set if its source changed, train a candidate "
+                    "from the champion's config (plus --config/--set), score candidate and champion on the same "
+                    "real statistics, N and seed, and promote the candidate only if its FID < champion FID - "
+                    "margin. Prints one summary line. Exit status: 0 promoted or kept, 1 failed (the champion "
+                    f"is untouched), 2 bad usage, {EXIT_LOCKED} another retrain holds the lock.")
+    retrain.add_argument("--registry", required=True, help="the model registry: a local path or s3://bucket/prefix")
+    retrain.add_argument("--name", default="pokegan", help="the model's name in the registry (default: pokegan)")
+    retrain.add_argument("--data", help="the prepared set (default: the champion's, else "
+                                        f"{DEFAULT_DATA}, prepared from the bundled set if absent)")
+    retrain.add_argument("--config", help="a YAML file applied over the champion's config (or the defaults)")
+    retrain.add_argument("--set", dest="assignments", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                         help="override one setting, e.g. --set train.steps=500 (repeatable)")
+    retrain.add_argument("--margin", type=float, default=0.0,
+                         help="FID points the candidate must beat the champion by (default: 0)")
+    retrain.add_argument("--warm-start", action="store_true", dest="warm_start",
+                         help="start the candidate's generator (and its EMA) from the champion's EMA generator; "
+                              "the discriminator and both optimisers start fresh")
+    retrain.add_argument("--storage", help="where the candidate's run goes (default: REGISTRY/runs)")
+    retrain.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
+                         help="wait up to this long for another retrain's lock (default: 0, fail at once)")
+    retrain.add_argument("--lock-ttl-hours", type=float, default=12.0, dest="lock_ttl_hours",
+                         help="a lock older than this is taken to be a crashed run's and broken (default: 12)")
+    retrain.add_argument("--device", default="cuda" if _has_cuda() else "cpu",
+                         help="where this process scores the two generators: cpu or cuda")
+    retrain.set_defaults(handler=run_retrain)
+
+    generate = commands.add_parser(
+        "generate", help="new Pokémon from the registry's champion or a checkpoint: PNGs, a grid, a GIF",
+        description="Write pokemon-000.png..., grid.png and generate.json (each image's type) into --out, and "
+                    "with --interpolate interpolation.gif, a walk through the latent space between several "
+                    "seeds. The same --seed gives the same images.")
+    generate.add_argument("--model", default="champion",
+                          help="'champion' (default), a registry version like v0003, or a checkpoint.pt / Ray "
+                               "checkpoint folder (local or s3://)")
+    generate.add_argument("--registry", help="the model registry, for --model champion or vNNNN")
+    generate.add_argument("--name", default="pokegan", help="the model's name in the registry (default: pokegan)")
+    generate.add_argument("--n", type=int, default=64, dest="count", help="how many images (default: 64)")
+    generate.add_argument("--type", dest="type_name",
+                          help="a Pokémon type for a conditional (AC-GAN) model; without it such a model cycles "
+                               "through its types")
+    generate.add_argument("--seed", type=int, default=0, help="seed of the latents (default: 0)")
+    generate.add_argument("--out", default="generated", help="the output folder, local or s3:// (default: generated)")
+    generate.add_argument("--interpolate", action="store_true", help="also write interpolation.gif")
+    generate.add_argument("--device", default="cuda" if _has_cuda() else "cpu", help="cpu or cuda")
+    generate.set_defaults(handler=run_generate)
     return parser
 
 
@@ -252,6 +305,49 @@ def run_evaluate(args: argparse.Namespace) -> int:
     print(f"FID {scores['fid']:.2f}  KID {scores['kid']:.5f} ± {scores['kid_std']:.5f}  "
           f"(N={int(scores['fid_num_images'])} generated vs {int(scores['fid_real_images'])} real originals, "
           f"step {state['step']}, {data_uri})")
+    return 0
+
+
+def run_retrain(args: argparse.Namespace) -> int:
+    from pokegan_ray.metrics import weights_path_from_environment
+    from pokegan_ray.operations.lock import LockHeld
+    from pokegan_ray.operations.registry import RegistryError
+    from pokegan_ray.operations.retrain import RetrainConfigError, RetrainOptions, retrain
+    from pokegan_ray.training.config import load_raw_config
+
+    weights = weights_path_from_environment()
+    try:
+        options = RetrainOptions(
+            registry_uri=args.registry, model_name=args.name, overrides=load_raw_config(args.config, args.assignments),
+            data_uri=args.data, storage_uri=args.storage, margin=args.margin, warm_start=args.warm_start,
+            wait_seconds=args.wait, lock_ttl_seconds=args.lock_ttl_hours * 3600,
+            inception_weights=os.path.abspath(weights) if weights else None, device=args.device)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    init_ray()
+    try:
+        outcome = retrain(options)
+    except LockHeld as error:
+        print(f"pokegan retrain: not started: {error}", file=sys.stderr)
+        return EXIT_LOCKED
+    except (RegistryError, RetrainConfigError) as error:
+        raise UsageError(str(error)) from None
+    print(outcome.summary)
+    return 1 if outcome.decision == "failed" else 0
+
+
+def run_generate(args: argparse.Namespace) -> int:
+    from pokegan_ray.operations.generate import GenerateError, generate
+    from pokegan_ray.operations.registry import RegistryError
+    from pokegan_ray.storage import StorageError
+    from pokegan_ray.training.checkpoint import CheckpointError
+
+    try:
+        generate(args.model, out_uri=args.out, count=args.count, seed=args.seed, type_name=args.type_name,
+                 interpolate=args.interpolate, registry_uri=args.registry, name=args.name, device=args.device)
+    except (GenerateError, RegistryError, CheckpointError, StorageError) as error:
+        raise UsageError(str(error)) from None
+    print(f"wrote {args.count} images, grid.png{' and interpolation.gif' if args.interpolate else ''} to {args.out}")
     return 0
 
 

@@ -14,6 +14,7 @@ process resolves the chain itself.
 
 from __future__ import annotations
 
+import errno
 import os
 import posixpath
 import uuid
@@ -109,6 +110,113 @@ class Location:
         if self.exists():
             self._call("delete", self.filesystem.delete_file, self.path)
 
+    # -- exclusive creation, for locks -------------------------------------------
+    def create_exclusive(self, data: bytes) -> bool:
+        """Create this object with `data` only if nothing is here yet: True when created, False when
+        something already was. Atomic against any other writer doing the same.
+
+        S3: a PUT with `If-None-Match: *` (through s3fs, since pyarrow cannot send the header).
+        Local: the content goes into a temporary file that is then hard-linked to the name, which
+        fails if the name exists: as exclusive as `O_CREAT | O_EXCL`, and nobody ever sees the
+        object empty or half-written. Where hard links are not supported, `O_CREAT | O_EXCL`.
+        """
+        if self.is_s3:
+            def create() -> bool:
+                try:
+                    _s3fs().pipe_file(self.path, data, mode="create")
+                    return True
+                except FileExistsError:
+                    return False
+                except OSError as error:
+                    # Real S3 answers 409 to the loser of two simultaneous conditional PUTs.
+                    if _s3_error_code(error) == "ConditionalRequestConflict":
+                        return False
+                    raise
+            return self._call("create", create)
+
+        def write_new(path: str) -> None:
+            descriptor = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            try:
+                os.write(descriptor, data)
+                os.fsync(descriptor)
+            finally:
+                os.close(descriptor)
+
+        def create_local() -> bool:
+            os.makedirs(os.path.dirname(self.path), exist_ok=True)
+            temporary = f"{self.path}.{uuid.uuid4().hex}.tmp"
+            write_new(temporary)
+            try:
+                os.link(temporary, self.path)
+                return True
+            except FileExistsError:
+                return False
+            except OSError as error:
+                if error.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV):
+                    raise
+            finally:
+                os.unlink(temporary)
+            try:  # no hard links on this filesystem
+                write_new(self.path)
+                return True
+            except FileExistsError:
+                return False
+
+        return self._call("create", create_local)
+
+    def read_versioned(self) -> tuple[bytes, str] | None:
+        """(content, version) of this object, or None when there is none; `version` changes whenever
+        the object is replaced (the ETag on S3; inode, mtime and size locally)."""
+        if self.is_s3:
+            def read() -> tuple[bytes, str] | None:
+                filesystem = _s3fs()
+                try:
+                    # The version first: if the object is replaced in between, the version is the older
+                    # one, so a conditional delete with it fails instead of removing the newer object.
+                    version = filesystem.info(self.path)["ETag"]
+                    return filesystem.cat_file(self.path), version
+                except FileNotFoundError:
+                    return None
+            return self._call("read", read)
+
+        def read_local() -> tuple[bytes, str] | None:
+            try:
+                with open(self.path, "rb") as handle:
+                    status = os.fstat(handle.fileno())
+                    return handle.read(), f"{status.st_ino}:{status.st_mtime_ns}:{status.st_size}"
+            except FileNotFoundError:
+                return None
+        return self._call("read", read_local)
+
+    def delete_if_version(self, version: str) -> bool:
+        """Delete this object only if it is still the `version` read before: True when deleted.
+
+        S3 checks it on the server (`DeleteObject` with `If-Match: <ETag>`). Locally the check and
+        the unlink are two steps, so a replacement in the microseconds between them can be lost.
+        """
+        if self.is_s3:
+            bucket, _, key = self.path.partition("/")
+
+            def delete() -> bool:
+                try:
+                    _s3fs().call_s3("delete_object", Bucket=bucket, Key=key, IfMatch=version)
+                    return True
+                except FileNotFoundError:
+                    return False
+                except OSError as error:
+                    if _s3_error_code(error) in ("PreconditionFailed", "412"):
+                        return False
+                    raise
+            return self._call("delete", delete)
+
+        def delete_local() -> bool:
+            current = self.read_versioned()
+            if current is None or current[1] != version:
+                return False
+            os.unlink(self.path)
+            return True
+        return self._call("delete", delete_local)
+
     def check_writable(self) -> None:
         """Fail now, with a clear message, if nothing can be written here."""
         probe = self.join(f".pokegan-write-probe-{uuid.uuid4().hex}")
@@ -161,6 +269,24 @@ def s3_filesystem() -> pafs.S3FileSystem:
         options["endpoint_override"] = parsed.netloc or parsed.path
         options["scheme"] = parsed.scheme or "https"
     return pafs.S3FileSystem(**options)
+
+
+def _s3fs():
+    """An s3fs filesystem from the same standard settings, for the requests pyarrow cannot make
+    (conditional PUT and DELETE). Never cached: a lock must see the object store as it is now."""
+    import s3fs
+
+    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+    return s3fs.S3FileSystem(skip_instance_cache=True, use_listings_cache=False, endpoint_url=s3_endpoint(),
+                             client_kwargs={"region_name": region},
+                             config_kwargs={"connect_timeout": 5, "read_timeout": 60,
+                                            "retries": {"max_attempts": 3}})
+
+
+def _s3_error_code(error: BaseException) -> str:
+    """The S3 error code behind an s3fs exception ("" when it has none)."""
+    response = getattr(error.__cause__, "response", None) or {}
+    return str(response.get("Error", {}).get("Code", ""))
 
 
 def location(uri: str) -> Location:

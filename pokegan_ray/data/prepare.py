@@ -31,7 +31,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from pokegan_ray.data import images as image_ops
-from pokegan_ray.data.sources import Source, SourceError, open_source
+from pokegan_ray.data.sources import BUNDLED, Source, SourceError, open_source
 from pokegan_ray.storage import Location, StorageError, location
 
 log = logging.getLogger(__name__)
@@ -88,14 +88,16 @@ def prepare(source_uri: str, dest_uri: str, options: PrepareOptions = PrepareOpt
         raise PrepareError(f"the destination cannot be written: {error}") from None
 
     try:
-        return _prepare(source, dest, options, ray.data)
+        # The URI prepare can be called with again (the manifest's "source" is a description for people).
+        source_uri = BUNDLED if source_uri == BUNDLED else location(source_uri).uri
+        return _prepare(source, source_uri, dest, options, ray.data)
     except BaseException:
         if not existed_before:
             _quietly(dest.delete_tree)
         raise
 
 
-def _prepare(source: Source, dest: Location, options: PrepareOptions, ray_data) -> dict:
+def _prepare(source: Source, source_uri: str, dest: Location, options: PrepareOptions, ray_data) -> dict:
     by_path = {image.path: image for image in source.images}
     scanned = _scan(source, options, ray_data)
     content_hash = _content_hash(source, scanned, options)
@@ -116,7 +118,7 @@ def _prepare(source: Source, dest: Location, options: PrepareOptions, ray_data) 
     data_dir = dest.join(f"data-{content_hash[:16]}")
     try:
         shards = _build(source, usable, data_dir, options, ray_data)
-        manifest = _manifest(source, usable, skipped, shards, content_hash, options)
+        manifest = _manifest(source, source_uri, usable, skipped, shards, content_hash, options)
         dest.join(MANIFEST_NAME).write_bytes_atomic(json.dumps(manifest, indent=2).encode())
     except BaseException:
         _quietly(data_dir.delete_tree)
@@ -236,7 +238,8 @@ def _list_shards(data_dir: Location) -> dict[str, list]:
     return dict(shards)
 
 
-def _manifest(source: Source, usable, skipped, shards, content_hash: str, options: PrepareOptions) -> dict:
+def _manifest(source: Source, source_uri: str, usable, skipped, shards, content_hash: str,
+              options: PrepareOptions) -> dict:
     rows_per_resolution = {res: sum(s["rows"] for s in shards.get(str(res), [])) for res in
                            sorted(options.resolutions)}
     class_counts = collections.Counter(image.types[0] for image in usable if image.types)
@@ -246,6 +249,7 @@ def _manifest(source: Source, usable, skipped, shards, content_hash: str, option
         "content_hash": content_hash,
         "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "source": source.description,
+        "source_uri": source_uri,
         "options": _options_record(options),
         "kept": len(usable),
         "rows": sum(rows_per_resolution.values()),

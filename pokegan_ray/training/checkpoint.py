@@ -29,8 +29,13 @@ def checkpoint_bytes(state: dict[str, Any]) -> bytes:
     return buffer.getvalue()
 
 
-def load_checkpoint(data: bytes, source: str, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load and check a checkpoint's bytes; `source` names it in errors."""
+def load_tensors(data: bytes, source: str, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Unpickle a torch file that may hold only tensors and plain values (a dict at the top).
+
+    Every model file pokegan reads goes through here: `weights_only=True` refuses any other
+    object before it is built, so a file that smuggles code fails with a clear error and
+    runs nothing. `source` names the file in errors.
+    """
     try:
         state = torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as error:
@@ -39,9 +44,15 @@ def load_checkpoint(data: bytes, source: str, map_location: str | torch.device =
             f"(possibly code), and pokegan only loads with weights_only=True. "
             f"Details: {str(error).splitlines()[0]}") from None
     except (RuntimeError, EOFError, ValueError) as error:
-        raise CheckpointError(f"{source} is not a readable checkpoint ({str(error).splitlines()[0]})") from None
+        raise CheckpointError(f"{source} is not a readable model file ({str(error).splitlines()[0]})") from None
     if not isinstance(state, dict):
-        raise CheckpointError(f"{source} is not a pokegan checkpoint (it holds a {type(state).__name__})")
+        raise CheckpointError(f"{source} is not a pokegan model file (it holds a {type(state).__name__})")
+    return state
+
+
+def load_checkpoint(data: bytes, source: str, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load and check a checkpoint's bytes; `source` names it in errors."""
+    state = load_tensors(data, source, map_location)
     if state.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(f"{source} has checkpoint format {state.get('format_version')!r}; this pokegan reads "
                               f"format {FORMAT_VERSION}")
@@ -67,20 +78,36 @@ def restore_rng_state(state: dict[str, Any]) -> None:
 
 def read_checkpoint(uri: str, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """A checkpoint from the object store: a `checkpoint.pt` file or the Ray checkpoint folder holding it."""
+    data, source = _read_model_file(uri)
+    return load_checkpoint(data, source, map_location=map_location)
+
+
+def read_generator_weights(uri: str, map_location: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+    """The EMA generator's state dict from any pokegan model file holding `generator_ema`: a
+    `checkpoint.pt` (or the Ray checkpoint folder holding it) or a registry model's `generator.pt`."""
+    data, source = _read_model_file(uri)
+    state = load_tensors(data, source, map_location=map_location)
+    if not isinstance(state.get("generator_ema"), dict):
+        raise CheckpointError(f"{source} holds no generator_ema weights; it is not a pokegan model file")
+    return state["generator_ema"]
+
+
+def _read_model_file(uri: str) -> tuple[bytes, str]:
+    """(bytes, URI) of a `.pt` file, or of the `checkpoint.pt` inside a Ray checkpoint folder."""
     from pokegan_ray.storage import StorageError, location
 
     target = location(uri)
     if not target.path.endswith(".pt"):
         target = target.join(FILE_NAME)
     try:
-        data = target.read_bytes()
+        return target.read_bytes(), target.uri
     except StorageError as error:
         raise CheckpointError(str(error)) from None
-    return load_checkpoint(data, target.uri, map_location=map_location)
 
 
 def load_generator(state: dict[str, Any], device: str | torch.device = "cpu"):
-    """(the EMA generator in eval mode, its ExperimentConfig) from a loaded checkpoint."""
+    """(the EMA generator in eval mode, its ExperimentConfig) from a loaded checkpoint or registry
+    model file (both hold `config` and `generator_ema`)."""
     from pokegan_ray.models import build_networks
     from pokegan_ray.training.config import ExperimentConfig
 

@@ -7,6 +7,7 @@ import torch
 from pokegan_ray.data.reader import read_images
 from pokegan_ray.metrics import RealStatsKey, default_cache_root, evaluate_generator, load_inception, \
     real_statistics
+from pokegan_ray.models import ModelConfig
 from pokegan_ray.storage import location
 from pokegan_ray.training.config import ExperimentConfig
 
@@ -40,9 +41,11 @@ class Evaluator:
         self._real = real_statistics(default_cache_root(location(data.uri)), key,
                                      lambda: self._extractor.features(real_images))
 
-    def evaluate(self, generator: torch.nn.Module) -> dict[str, float]:
+    def evaluate(self, generator: torch.nn.Module, model: ModelConfig | None = None) -> dict[str, float]:
+        """FID/KID of `generator`; `model` describes it when it is not this experiment's own (another
+        model scored against the same real statistics, N and seed, as `pokegan retrain` does)."""
         self._prepare()
-        model = self.experiment.gan.model
+        model = model or self.experiment.gan.model
         scores = evaluate_generator(
             generator, real=self._real, extractor=self._extractor, num_images=self.experiment.train.eval_images,
             batch_size=64, latent_size=model.latent_size, device=self.device,

@@ -29,7 +29,7 @@ from pokegan_ray.models import GeneratorEma, build_networks
 from pokegan_ray.storage import location
 from pokegan_ray.training import artifacts
 from pokegan_ray.training.checkpoint import FILE_NAME, FORMAT_VERSION, checkpoint_bytes, load_checkpoint, \
-    restore_rng_state, rng_state
+    read_generator_weights, restore_rng_state, rng_state
 from pokegan_ray.training.config import ExperimentConfig
 from pokegan_ray.training.evaluation import Evaluator
 
@@ -45,6 +45,9 @@ class RunContext:
     dataset_hash: str
     class_frequencies: list[float] = field(default_factory=list)
     inception_weights: str | None = None  # None: the default FID weights
+    # A new run may start G (and its EMA) from an earlier EMA generator (`pokegan retrain --warm-start`):
+    # a checkpoint or a registry model file. D and both optimisers start fresh.
+    warm_start_uri: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -107,6 +110,10 @@ def train_worker(loop_config: dict[str, Any]) -> None:
             restore_rng_state(ranks[rank])
         else:  # another worker count: exact continuation is impossible, keep it reproducible at least
             torch.manual_seed(train.seed * 1_000 + rank + 7_919 * progress.step)
+    elif run.warm_start_uri:  # only a fresh start: a restart after a failure continues from its own checkpoint
+        weights = read_generator_weights(run.warm_start_uri, map_location=device)
+        generator.load_state_dict(weights)
+        ema.module.load_state_dict(weights)
 
     if world_size > 1:
         # BatchNorm buffers stay per rank (broadcast_buffers=False): D runs twice before backward,

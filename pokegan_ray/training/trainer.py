@@ -103,9 +103,13 @@ def ray_storage(storage: Location) -> dict[str, Any]:
 
 
 def train(raw_config: dict[str, Any], *, storage_uri: str, name: str | None = None, resume: bool = False,
-          inception_weights: str | None = None, callbacks: list | None = None) -> TrainOutcome:
+          inception_weights: str | None = None, callbacks: list | None = None,
+          warm_start_uri: str | None = None) -> TrainOutcome:
     """Run (or resume) one training run; returns what happened. Raises TrainError before training
-    when anything is wrong with the config, data, cluster or storage."""
+    when anything is wrong with the config, data, cluster or storage.
+
+    `warm_start_uri` (a checkpoint or registry model file) starts G and its EMA from that file's
+    EMA generator instead of random weights; D and the optimisers start fresh."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
@@ -138,7 +142,7 @@ def train(raw_config: dict[str, Any], *, storage_uri: str, name: str | None = No
 
     run = RunContext(run_uri=run_folder.uri, classes=list(manifest["classes"]),
                      dataset_hash=manifest["content_hash"], class_frequencies=class_frequencies(manifest),
-                     inception_weights=inception_weights)
+                     inception_weights=inception_weights, warm_start_uri=warm_start_uri)
     scale = experiment.scale
     trainer = TorchTrainer(
         train_worker,
