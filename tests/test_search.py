@@ -8,7 +8,6 @@ test knows which trial is meant to do what; Optuna's sampler and training are se
 from __future__ import annotations
 
 import csv
-import json
 import math
 import os
 import signal
@@ -28,6 +27,7 @@ from pokegan_ray.search.runner import SearchError, run_search
 from pokegan_ray.search.space import SearchSpace
 from pokegan_ray.storage import location
 
+SPACES = Path(__file__).resolve().parent.parent / "search_spaces"
 STEPS = 12
 BASE = {
     "model": {"generator_channels": 8, "discriminator_channels": 8, "latent_size": 16},
@@ -173,6 +173,9 @@ def test_bad_searches_fail_before_ray_tune_starts(ray_cluster, labelled_data, tm
     with pytest.raises(SearchError, match="needs .* CPUs"):
         run_search(space([trial("dcgan")]), storage_uri=str(tmp_path), name="c", data_uri=labelled_data,
                    overrides={"scale": {"cpus_per_worker": 1.5}})
+    with pytest.raises(SearchError, match=r"base config: scale.workers=1 x scale.cpus_per_worker=4.0 needs 4 CPUs"):
+        run_search(SearchSpace.load(str(SPACES / "default.yaml")), storage_uri=str(tmp_path), name="gpu",
+                   data_uri=labelled_data)  # a GPU cluster's space on this 2-CPU cluster
     with pytest.raises(SearchError, match="no search 'missing'"):
         run_search(None, storage_uri=str(tmp_path), name="missing", resume=True)
     assert not list(Path(tmp_path).glob("*/search.json"))  # nothing was started
@@ -196,5 +199,5 @@ def test_cli_tune_rejects_bad_input_with_one_line(tmp_path, capsys):
     assert "cannot read the search space" in capsys.readouterr().err
     assert cli.main(["tune", "--resume"]) == 2
     assert "--resume needs the search's --name" in capsys.readouterr().err
-    assert cli.main(["tune", "--space", "search_spaces/quick.yaml", "--samples", "0"]) == 2
+    assert cli.main(["tune", "--space", str(SPACES / "quick.yaml"), "--samples", "0"]) == 2
     assert "--samples must be at least 1" in capsys.readouterr().err

@@ -247,9 +247,9 @@ def check_search(space: SearchSpace, settings: SearchSettings, overrides: dict[s
         raise SearchError(f"--set {clashes[0]} is a dimension of {space.source}; remove it there or from --set")
     try:
         experiment, manifest = resolve_config(merge_sections(dict(space.base), overrides))
+        check_cluster(experiment)
     except TrainError as error:
         raise SearchError(f"the search's base config: {error}") from None
-    check_cluster(experiment)
     if settings.scheduler == "asha" and experiment.train.eval_every == 0:
         raise SearchError("the ASHA scheduler compares FIDs during training, but train.eval_every is 0 (FID only "
                           "at the end); set train.eval_every in the space's base, or search.scheduler: none")
