@@ -5,7 +5,7 @@ The project grew from three public Pokémon GANs. Each row below trains one reci
 protocol) until D has seen `--images` real images, then scores the generator it samples
 from (FID and KID on `--eval-images` generated images against the real originals):
 
-1. mrm-dcgan: the MRM seed's DCGAN;
+1. mrm-dcgan: the MRM seed's DCGAN, as the DCGAN paper's recipe (the seed's code was not found);
 2. ankitesh-wgan: ankitesh97/GANS `PokemonGenerator/pokeGan.py`, WGAN with weight clipping;
 3. pokegans-wgan-gp: lanpartis/pokeGANs, WGAN-GP;
 4. pokegan-default: pokegan's default recipe (DCGAN loss, DiffAugment, EMA of G);
@@ -15,8 +15,9 @@ from (FID and KID on `--eval-images` generated images against the real originals
 What is compared is the training recipe (loss, optimiser, learning rates, batch size,
 critic schedule, clipping or penalty, DiffAugment, EMA), at equal compute on this CPU: the
 networks are the same for every row (the quick.yaml widths: 32 base channels in G and D,
-latent size 64, 64 px, transposed-conv DCGAN), even where a seed used other widths, 128 px
-or a different latent size. Seed recipes get neither DiffAugment nor an EMA (they had none).
+latent size 64, 64 px, DCGAN with transposed convolutions; search-best keeps the upsampler its
+search chose), even where a seed used other widths, 128 px or a different latent size. Seed
+recipes get neither DiffAugment nor an EMA (they had none).
 
 Images seen counts real images shown to D (D batches x batch size), so a recipe with 5
 critic steps per generator step gets a fifth of the generator steps of a DCGAN. Each row
@@ -25,8 +26,10 @@ trains the fewest generator steps whose D batches reach `--images`.
     python benchmarks/vs_seeds.py [--images 40000] [--eval-images 256] [--seed 0]
                                   [--search-best SEARCH/best_config.yaml] [--data URI] [--storage URI]
 
-The defaults take about 30 minutes on a 2-core CPU (five rows, of which ~20 s start-up and
-the final FID each). FIDs are only comparable at the same N (`--eval-images`).
+With the defaults, five rows take an estimated 20-26 minutes on this 2-core CPU: training at
+the throughput quick.yaml trials reached here (~270 real images/s for DCGAN, ~115 for WGAN-GP
+with one critic step), plus ~60-90 s a row of start-up and the final FID. FIDs are only
+comparable at the same N (`--eval-images`).
 
 Last line: `vs_seeds: best_seed_fid=<x> ours_fid=<y> ratio=<y/x>`, ours being the better of
 pokegan-default and search-best; a failed or non-finite run counts as FID inf.
@@ -222,7 +225,7 @@ def row_line(row: Row) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=40_000,
-                        help="real images every recipe's D sees (default: 40000, ~30 minutes for five rows)")
+                        help="real images every recipe's D sees (default: 40000, ~20-26 minutes for five rows)")
     parser.add_argument("--eval-images", type=int, default=256, help="generated images per FID/KID (default: 256)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--search-best", help="a quick.yaml search's best_config.yaml (without it: no search-best row)")
