@@ -102,3 +102,22 @@ def write_files(root: Path, files: dict[str, bytes]) -> None:
         path = root / name
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
+
+
+def write_two_type_source(folder: Path, labelled: bool) -> None:
+    """8 small Pokémon-like PNGs, 4 "fire" and 4 "water": labelled by sub-folder, or flat and unlabelled."""
+    colours = {"fire": (230, 60, 20), "water": (30, 90, 230)}
+    write_files(folder, {(f"{kind}/{i}.png" if labelled else f"{kind}{i}.png"):
+                         encode(Image.fromarray(pokemon_like(64, colours[kind], seed=i)), "PNG")
+                         for kind in colours for i in range(4)})
+
+
+def prepare_two_type_set(tmp_path_factory) -> str:
+    """The labelled two-type source prepared at 64 px: 8 images x 3 versions = 24 rows, 2 classes."""
+    from pokegan_ray.data import PrepareOptions, prepare
+
+    source = tmp_path_factory.mktemp("source")
+    write_two_type_source(source, labelled=True)
+    dest = str(tmp_path_factory.mktemp("data"))
+    prepare(str(source), dest, PrepareOptions(resolutions=(64,), augment=2))
+    return dest

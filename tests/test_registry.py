@@ -15,9 +15,8 @@ import pytest
 import torch
 
 from conftest import TEST_SECRET_KEY, s3_keys
-from test_training import make_source
+from image_files import prepare_two_type_set
 from pokegan_ray.cli import EXIT_LOCKED, main
-from pokegan_ray.data import PrepareOptions, prepare
 from pokegan_ray.models import build_networks
 from pokegan_ray.operations.lock import LockHeld, LockRecord, ObjectStoreLock
 from pokegan_ray.operations.registry import ModelRegistry
@@ -48,11 +47,7 @@ def summary_line(stdout: str) -> str:
 
 @pytest.fixture(scope="module")
 def data_uri(ray_cluster, tmp_path_factory) -> str:
-    source = tmp_path_factory.mktemp("source")
-    make_source(source, labelled=True)
-    dest = str(tmp_path_factory.mktemp("data"))
-    prepare(str(source), dest, PrepareOptions(resolutions=(64,), augment=2))
-    return dest  # 8 images x 3 versions, 2 types
+    return prepare_two_type_set(tmp_path_factory)  # 8 images x 3 versions, 2 types
 
 
 @pytest.fixture(scope="module")

@@ -19,9 +19,8 @@ import pytest
 import yaml
 from PIL import Image
 
-from image_files import encode, pokemon_like, write_files
+from image_files import prepare_two_type_set
 from pokegan_ray import cli
-from pokegan_ray.data import PrepareOptions, prepare
 from pokegan_ray.search.ledger import COMPLETED, FAILED, STOPPED, Ledger
 from pokegan_ray.search.runner import SearchError, run_search
 from pokegan_ray.search.space import SearchSpace
@@ -60,13 +59,7 @@ def trial(name: str, **values) -> dict:
 
 @pytest.fixture(scope="module")
 def labelled_data(ray_cluster, tmp_path_factory) -> str:
-    source = tmp_path_factory.mktemp("source")
-    colours = {"fire": (230, 60, 20), "water": (30, 90, 230)}
-    write_files(source, {f"{kind}/{i}.png": encode(Image.fromarray(pokemon_like(64, colours[kind], seed=i)), "PNG")
-                         for kind in colours for i in range(4)})
-    dest = str(tmp_path_factory.mktemp("data"))
-    prepare(str(source), dest, PrepareOptions(resolutions=(64,), augment=2))
-    return dest
+    return prepare_two_type_set(tmp_path_factory)
 
 
 def test_search_runs_cuts_records_failures_and_its_best_config_trains(ray_cluster, labelled_data, tmp_path, capsys):

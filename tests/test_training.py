@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 from conftest import TEST_SECRET_KEY, s3_keys
-from image_files import encode, pokemon_like, write_files
+from image_files import prepare_two_type_set, write_two_type_source
 from pokegan_ray.data import PrepareOptions, prepare
 from pokegan_ray.storage import location
 from pokegan_ray.training.checkpoint import FILE_NAME, load_checkpoint
@@ -39,20 +39,9 @@ def config(**sections) -> dict:
     return merged
 
 
-def make_source(folder: Path, labelled: bool) -> None:
-    colours = {"fire": (230, 60, 20), "water": (30, 90, 230)}
-    write_files(folder, {(f"{kind}/{i}.png" if labelled else f"{kind}{i}.png"):
-                         encode(Image.fromarray(pokemon_like(64, colours[kind], seed=i)), "PNG")
-                         for kind in colours for i in range(4)})
-
-
 @pytest.fixture(scope="module")
 def local_data(ray_cluster, tmp_path_factory) -> str:
-    source = tmp_path_factory.mktemp("source")
-    make_source(source, labelled=True)
-    dest = str(tmp_path_factory.mktemp("data"))
-    prepare(str(source), dest, PrepareOptions(resolutions=(64,), augment=2))
-    return dest  # 8 images x 3 versions = 24 rows, 2 classes
+    return prepare_two_type_set(tmp_path_factory)  # 24 rows, 2 classes
 
 
 class RankMetrics:
@@ -77,7 +66,7 @@ def test_two_workers_on_s3_data_report_everything_and_write_checkpoint_and_grid(
                                                                                s3_endpoint, s3_bucket, tmp_path):
     s3_data = f"s3://{s3_bucket}/data"
     source = tmp_path / "source"
-    make_source(source, labelled=True)
+    write_two_type_source(source, labelled=True)
     prepare(str(source), s3_data, PrepareOptions(resolutions=(64,), augment=2))
 
     outcome = train(config(data={"uri": s3_data}), storage_uri=f"s3://{s3_bucket}/runs", name="s3run",
@@ -214,7 +203,7 @@ def test_bad_configs_fail_before_training(ray_cluster, local_data, tmp_path, s3_
     data = local_data
     if storage == "unlabelled":
         source = tmp_path / "unlabelled"
-        make_source(source, labelled=False)
+        write_two_type_source(source, labelled=False)
         data = str(tmp_path / "unlabelled_data")
         prepare(str(source), data, PrepareOptions(resolutions=(64,), augment=0))
         storage = None
