@@ -56,6 +56,11 @@ class TrialRecord:
             return None
         return min(with_checkpoint, key=lambda entry: entry["fid"])["checkpoint_uri"]
 
+    def params_text(self, separator: str = ", ") -> str:
+        """The sampled params for people: `loss.name=dcgan, loss.generator_learning_rate=0.0002`."""
+        return separator.join(f"{name}={value:.3g}" if isinstance(value, float) else f"{name}={value}"
+                              for name, value in self.params.items())
+
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
 

@@ -61,9 +61,8 @@ def leaderboard_table(records: list[TrialRecord], space: SearchSpace) -> str:
     lines = [header, "-" * len(header)]
     for rank, record in enumerate(ranked(records), start=1):
         best = record.best or {}
-        params = " ".join(f"{name}={_short(value)}" for name, value in record.params.items())
         line = (f"{rank:>3} {record.number:>5} {record.status:<9} {_number(record.best_fid):>8} "
-                f"{_number(best.get('kid', math.nan), 4):>7} {record.images_seen:>9,}  {params}")
+                f"{_number(best.get('kid', math.nan), 4):>7} {record.images_seen:>9,}  {record.params_text(' ')}")
         if record.reason:
             line += f"\n{'':>28}-> {record.reason}"
         lines.append(line)
@@ -146,7 +145,3 @@ def write_results(folder: Location, records: list[TrialRecord], space: SearchSpa
 
 def _number(value: float, digits: int = 2) -> str:
     return f"{value:.{digits}f}" if math.isfinite(value) else "-"
-
-
-def _short(value: Any) -> str:
-    return f"{value:.3g}" if isinstance(value, float) else str(value)

@@ -179,8 +179,7 @@ def _progress_callback(ledger: Ledger, stops: StopLog, context: TrialContext, sa
                                      run_uri=location(context.runs_uri).join(trial.trial_id).uri)
             record.status, record.reason = RUNNING, ""
             ledger.write(record)
-            shown = ", ".join(f"{key}={_short(value)}" for key, value in record.params.items())
-            _say(f"trial {record.number}/{samples} {trial.trial_id} started: {shown}")
+            _say(f"trial {record.number}/{samples} {trial.trial_id} started: {record.params_text()}")
 
         def on_trial_result(self, iteration, trials, trial, result, **info):
             record = ledger.read(trial.trial_id)
@@ -224,10 +223,6 @@ def _error_reason(trial) -> str:
         if "TrialFailed:" in line:
             return line.split("TrialFailed:", 1)[1].strip()
     return lines[-1] if lines else "the trial failed without an error message"
-
-
-def _short(value: Any) -> str:
-    return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
 def _say(line: str) -> None:
