@@ -1,16 +1,17 @@
-"""The per-worker training loop: one function Ray Train runs on every worker.
+"""The training loop: one function that every Ray Train worker (or a single-worker search trial) runs.
 
-Read it top to bottom: set up (data shard in memory, networks, optimisers, restore), then
-the steps (the loss's critic steps, one generator step, EMA), and every so often a report
-to Ray, which may carry a checkpoint, an FID, a sample grid. The losses own the maths;
-this loop owns only the schedule. Rank 0 writes the run's artifacts.
+Read `run_training` top to bottom: build the networks, take this worker's data into memory,
+restore from the latest checkpoint, then the steps (`train_step`: the loss's critic steps, one
+generator step, EMA), and every `report_every` steps a `report` to Ray, which may carry a
+checkpoint, an FID, a sample grid. The losses own the maths; this loop owns only the schedule.
+Rank 0 writes the run's artifacts. How it reaches Ray is the session's business
+(`pokegan_ray.training.session`).
 """
 
 from __future__ import annotations
 
 import json
 import math
-import logging
 import os
 import sys
 import tempfile
@@ -23,15 +24,18 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
+from pokegan_ray import ray_compat
+from pokegan_ray.cluster import DEFAULT_WAIT_TIMEOUT_S
 from pokegan_ray.data.reader import InMemoryImages
 from pokegan_ray.losses import build_loss, build_optimizers
 from pokegan_ray.models import GeneratorEma, build_networks
 from pokegan_ray.storage import location
 from pokegan_ray.training import artifacts
-from pokegan_ray.training.checkpoint import FILE_NAME, FORMAT_VERSION, checkpoint_bytes, load_checkpoint, \
-    read_generator_weights, restore_rng_state, rng_state
+from pokegan_ray.training.checkpoint import FORMAT_VERSION, load_checkpoint, read_generator_weights, \
+    restore_rng_state, rng_state
 from pokegan_ray.training.config import ExperimentConfig
 from pokegan_ray.training.evaluation import Evaluator
+from pokegan_ray.training.session import RayTrainSession, Session
 
 STATUS_FILE = "status.json"
 
@@ -48,6 +52,8 @@ class RunContext:
     # A new run may start G (and its EMA) from an earlier EMA generator (`pokegan retrain --warm-start`):
     # a checkpoint or a registry model file. D and both optimisers start fresh.
     warm_start_uri: str | None = None
+    # A worker whose data shard has not arrived after this long gives up (the cluster's wait timeout).
+    data_wait_timeout_s: float = DEFAULT_WAIT_TIMEOUT_S
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -55,176 +61,214 @@ class RunContext:
 
 def train_worker(loop_config: dict[str, Any]) -> None:
     """Ray Train's `train_loop_per_worker`."""
-    import ray.train
-    import ray.train.torch
-
-    # Ray Train logs every report and checkpoint in full at INFO; the progress line says what matters.
-    # (Its report logger is named after the module's file path, hence the module's own attribute.)
-    from ray.train.v2._internal.execution import context as train_context
-
-    train_context.logger.setLevel(logging.WARNING)
-    logging.getLogger("ray.train.v2._internal.execution.storage").setLevel(logging.WARNING)
+    ray_compat.quiet_train_loggers()
     experiment = ExperimentConfig.from_dict(loop_config["experiment"])
     run = RunContext(**loop_config["run"])
+    run_training(experiment, run, RayTrainSession(experiment, run.data_wait_timeout_s))
+
+
+def run_training(experiment: ExperimentConfig, run: RunContext, session: Session) -> None:
+    """Train until `train.steps`, reporting to Ray through `session`; the run's status file says how it ended."""
     train = experiment.train
-    context = ray.train.get_context()
-    rank, world_size = context.get_world_rank(), context.get_world_size()
-    device = ray.train.torch.get_device()
     if experiment.scale.threads_per_worker:
         torch.set_num_threads(experiment.scale.threads_per_worker)
-    on_gpu = device.type == "cuda"
-    use_bf16 = on_gpu and train.mixed_precision
+    gan = build_gan(experiment, session.device)
+    torch.manual_seed(train.seed * 1_000 + session.rank)  # per-rank randomness from here on
 
-    # Identical initial weights everywhere (DDP would broadcast rank 0's anyway), then per-rank randomness.
-    torch.manual_seed(train.seed)
+    shard = session.load_shard()
+    if not session.all_true(shard is not None):
+        if session.rank == 0:
+            write_status(run.run_uri, "failed", 0, f"the training data did not arrive within "
+                         f"{run.data_wait_timeout_s:.0f} s: Ray Data's read tasks waited for CPUs that other work "
+                         "holds (see `ray status`)")
+        return
+    batch_size = experiment.batch_per_worker
+    if len(shard) // batch_size == 0:
+        raise ValueError(f"worker {session.rank} holds {len(shard)} images, fewer than its batch of {batch_size}: "
+                         "lower train.batch_size or scale.workers")
+    progress = restore(gan, session, run, experiment)
+    gan.wrap_for_ddp(session)
+
+    writer = RunArtifacts(run, experiment, session.device) if session.rank == 0 else None
+    batches = real_batches(shard, batch_size, train.seed * 1_000 + session.rank, start=progress.real_batches)
+    window = MetricWindow(session, len(shard) // batch_size)
+    while progress.step < train.steps:
+        train_step(gan, experiment, progress, batches, window, session)
+        step = progress.step
+        if not session.all_true(window.last_finite()):
+            if writer:
+                writer.write_status("non-finite", step, f"a loss became NaN or infinite at step {step}; the last "
+                                    "good checkpoint is kept and no FID is reported")
+            session.report({"step": step, "nonfinite": 1.0, "images_seen": progress.images_seen(experiment)}, None)
+            return
+        if train.report_due(step):
+            report(gan, experiment, run, progress, window, writer, session)
+            window = MetricWindow(session, len(shard) // batch_size)
+    if writer:  # only once the final checkpoint is stored
+        writer.write_summary(progress.history)
+        writer.write_status("completed", progress.step, f"trained {progress.step} steps")
+
+
+@dataclass
+class Gan:
+    """The networks, their EMA, optimisers and loss of one worker (plus DDP wrappers once wrapped)."""
+
+    generator: torch.nn.Module
+    discriminator: torch.nn.Module
+    ema: GeneratorEma
+    optimizer_g: torch.optim.Optimizer
+    optimizer_d: torch.optim.Optimizer
+    loss: Any
+    device: torch.device
+    memory_format: torch.memory_format
+    generator_ddp: torch.nn.Module | None = None
+    discriminator_ddp: torch.nn.Module | None = None
+
+    def wrap_for_ddp(self, session: Session) -> None:
+        """G and D wrapped separately (one optimiser step each); a single worker uses them as they are."""
+        if session.world_size == 1:
+            self.generator_ddp, self.discriminator_ddp = self.generator, self.discriminator
+            return
+        # BatchNorm buffers stay per rank (broadcast_buffers=False): D runs twice before backward,
+        # and SyncBatchNorm does not run on CPU. Never static_graph: it breaks the gradient penalty.
+        device_ids = [self.device.index] if self.device.type == "cuda" else None
+        with warnings.catch_warnings():
+            # torch suggests forward_sync_buffers, which still syncs at init; rank-local buffers are what we want.
+            warnings.filterwarnings("ignore", message=".*broadcast_buffers.*", category=FutureWarning)
+            self.generator_ddp = DistributedDataParallel(self.generator, device_ids=device_ids,
+                                                         broadcast_buffers=False)
+            self.discriminator_ddp = DistributedDataParallel(self.discriminator, device_ids=device_ids,
+                                                             broadcast_buffers=False)
+
+
+def build_gan(experiment: ExperimentConfig, device: torch.device) -> Gan:
+    """Identical initial weights on every rank (DDP would broadcast rank 0's anyway)."""
+    torch.manual_seed(experiment.train.seed)
     generator, discriminator = build_networks(experiment.gan.model)
-    memory_format = torch.channels_last if on_gpu else torch.contiguous_format
+    memory_format = torch.channels_last if device.type == "cuda" else torch.contiguous_format
     generator.to(device, memory_format=memory_format)
     discriminator.to(device, memory_format=memory_format)
     ema = GeneratorEma(generator, decay=experiment.gan.loss.ema_decay)
     optimizer_g, optimizer_d = build_optimizers(generator, discriminator, experiment.gan.loss)
-    loss = build_loss(experiment.gan, device)
-    torch.manual_seed(train.seed * 1_000 + rank)
+    return Gan(generator, discriminator, ema, optimizer_g, optimizer_d, build_loss(experiment.gan, device), device,
+               memory_format)
 
-    shard = InMemoryImages.load(ray.train.get_dataset_shard("train"), device)
-    batch_size = experiment.batch_per_worker
-    batches_per_epoch = len(shard) // batch_size
-    if batches_per_epoch == 0:
-        raise ValueError(f"worker {rank} holds {len(shard)} images, fewer than its batch of {batch_size}: lower "
-                         f"train.batch_size or scale.workers")
 
-    progress = Progress()
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint is not None:
-        with checkpoint.as_directory() as folder:
-            with open(os.path.join(folder, FILE_NAME), "rb") as handle:
-                state = load_checkpoint(handle.read(), f"checkpoint {checkpoint.path}", map_location=device)
-        generator.load_state_dict(state["generator"])
-        discriminator.load_state_dict(state["discriminator"])
-        ema.module.load_state_dict(state["generator_ema"])
-        optimizer_g.load_state_dict(state["optimizer_generator"])
-        optimizer_d.load_state_dict(state["optimizer_discriminator"])
-        progress = Progress(step=state["step"], real_batches=state["real_batches"], history=state["history"])
-        ranks = state["rng"]["ranks"]
-        if len(ranks) == world_size:
-            restore_rng_state(ranks[rank])
-        else:  # another worker count: exact continuation is impossible, keep it reproducible at least
-            torch.manual_seed(train.seed * 1_000 + rank + 7_919 * progress.step)
-    elif run.warm_start_uri:  # only a fresh start: a restart after a failure continues from its own checkpoint
-        weights = read_generator_weights(run.warm_start_uri, map_location=device)
-        generator.load_state_dict(weights)
-        ema.module.load_state_dict(weights)
+def restore(gan: Gan, session: Session, run: RunContext, experiment: ExperimentConfig) -> "Progress":
+    """Continue from the session's latest checkpoint, else start fresh (or warm, from an earlier generator)."""
+    latest = session.latest_checkpoint()
+    if latest is None:
+        if run.warm_start_uri:  # only a fresh start: a restart after a failure continues from its own checkpoint
+            weights = read_generator_weights(run.warm_start_uri, map_location=gan.device)
+            gan.generator.load_state_dict(weights)
+            gan.ema.module.load_state_dict(weights)
+        return Progress()
+    data, source = latest
+    state = load_checkpoint(data, source, map_location=gan.device)
+    gan.generator.load_state_dict(state["generator"])
+    gan.discriminator.load_state_dict(state["discriminator"])
+    gan.ema.module.load_state_dict(state["generator_ema"])
+    gan.optimizer_g.load_state_dict(state["optimizer_generator"])
+    gan.optimizer_d.load_state_dict(state["optimizer_discriminator"])
+    progress = Progress(step=state["step"], real_batches=state["real_batches"], history=state["history"],
+                        resumed_from_step=state["step"])
+    ranks = state["rng"]["ranks"]
+    if len(ranks) == session.world_size:
+        restore_rng_state(ranks[session.rank])
+    else:  # another worker count: exact continuation is impossible, keep it reproducible at least
+        torch.manual_seed(experiment.train.seed * 1_000 + session.rank + 7_919 * progress.step)
+    if session.rank == 0:
+        sys.stdout.write(f"[pokegan] continuing from the checkpoint at step {progress.step} ({source})\n")
+        sys.stdout.flush()
+    return progress
 
-    if world_size > 1:
-        # BatchNorm buffers stay per rank (broadcast_buffers=False): D runs twice before backward,
-        # and SyncBatchNorm does not run on CPU. Never static_graph: it breaks the gradient penalty.
-        device_ids = [device.index] if on_gpu else None
-        with warnings.catch_warnings():
-            # torch suggests forward_sync_buffers, which still syncs at init; rank-local buffers are what we want.
-            warnings.filterwarnings("ignore", message=".*broadcast_buffers.*", category=FutureWarning)
-            generator_ddp = DistributedDataParallel(generator, device_ids=device_ids, broadcast_buffers=False)
-            discriminator_ddp = DistributedDataParallel(discriminator, device_ids=device_ids,
-                                                        broadcast_buffers=False)
-    else:
-        generator_ddp, discriminator_ddp = generator, discriminator
 
-    artifacts_writer = RunArtifacts(run, experiment, device) if rank == 0 else None
-    batches = real_batches(shard, batch_size, train.seed * 1_000 + rank, start=progress.real_batches)
-    window = MetricWindow()
-    window_started, window_images, data_seconds = time.perf_counter(), 0, 0.0
+def train_step(gan: Gan, experiment: ExperimentConfig, progress: "Progress", batches, window: "MetricWindow",
+               session: Session) -> None:
+    """The loss's critic steps on real batches, one generator step, the EMA update."""
+    loss, train = gan.loss, experiment.train
+    step = progress.step + 1
+    noise_std = experiment.gan.loss.instance_noise_std * max(0.0, 1.0 - step / train.steps)
+    use_bf16 = gan.device.type == "cuda" and train.mixed_precision
+    with torch.autocast(device_type=gan.device.type, dtype=torch.bfloat16, enabled=use_bf16):
+        for _ in range(loss.critic_steps(progress.step)):
+            waited = time.perf_counter()
+            real_images, real_labels = next(batches)
+            window.data_seconds += time.perf_counter() - waited
+            if gan.device.type == "cuda":
+                real_images = real_images.contiguous(memory_format=gan.memory_format)
+            window.add(loss.discriminator_step(gan.generator_ddp, gan.discriminator_ddp, gan.optimizer_d, real_images,
+                                               real_labels if loss.num_classes else None,
+                                               instance_noise_std=noise_std))
+            progress.real_batches += 1
+            window.images += real_images.shape[0] * session.world_size
+        terms = loss.generator_step(gan.generator_ddp, gan.discriminator_ddp, gan.optimizer_g,
+                                    experiment.batch_per_worker, instance_noise_std=noise_std)
+    window.add(terms)
+    gan.ema.update(gan.generator, step=progress.step)
+    progress.step = step
+    if 0 < train.inject_nonfinite_at_step <= step:
+        window.add({"d_loss": float("nan")})
 
-    while progress.step < train.steps:
-        step = progress.step + 1
-        noise_std = experiment.gan.loss.instance_noise_std * max(0.0, 1.0 - step / train.steps)
-        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_bf16):
-            for _ in range(loss.critic_steps(progress.step)):
-                waited = time.perf_counter()
-                real_images, real_labels = next(batches)
-                data_seconds += time.perf_counter() - waited
-                if on_gpu:
-                    real_images = real_images.contiguous(memory_format=memory_format)
-                terms = loss.discriminator_step(generator_ddp, discriminator_ddp, optimizer_d, real_images,
-                                                real_labels if loss.num_classes else None,
-                                                instance_noise_std=noise_std)
-                window.add(terms)
-                progress.real_batches += 1
-                window_images += real_images.shape[0] * world_size
-            terms = loss.generator_step(generator_ddp, discriminator_ddp, optimizer_g, batch_size,
-                                        instance_noise_std=noise_std)
-        window.add(terms)
-        ema.update(generator, step=progress.step)
-        progress.step = step
-        if 0 < train.inject_nonfinite_at_step <= step:
-            window.add({"d_loss": float("nan")})
 
-        if not all_ranks_finite(window.last_finite(), world_size, device):
-            if artifacts_writer:
-                artifacts_writer.write_status("non-finite", step, "a loss became NaN or infinite at step "
-                                              f"{step}; the last good checkpoint is kept and no FID is reported")
-            ray.train.report({"step": step, "nonfinite": 1.0, "images_seen": progress.images_seen(experiment)})
-            return
+def report(gan: Gan, experiment: ExperimentConfig, run: RunContext, progress: "Progress", window: "MetricWindow",
+           writer: "RunArtifacts | None", session: Session) -> None:
+    """Metrics to Ray; on rank 0 also samples, FID and the artifacts; a complete checkpoint when one is due."""
+    train, step = experiment.train, progress.step
+    final = step == train.steps
+    seconds = time.perf_counter() - window.started
+    metrics = {
+        "step": step,
+        "images_seen": progress.images_seen(experiment),
+        "epoch": progress.real_batches // window.batches_per_epoch,
+        "images_per_second": window.images / max(seconds, 1e-9),
+        "data_wait_fraction": window.data_seconds / max(seconds, 1e-9),
+        "nonfinite": 0.0,
+        "resumed_from_step": float(progress.resumed_from_step),
+        **window.mean_across_ranks(),
+        # Per rank, not averaged: equal on every rank while DDP keeps the replicas in step.
+        "generator_checksum": parameter_checksum(gan.generator),
+        "discriminator_checksum": parameter_checksum(gan.discriminator),
+    }
+    if writer:
+        if final or step % train.sample_every == 0:
+            writer.write_sample_grid(gan.ema.module, step)
+        if train.evaluation_due(step):
+            metrics.update(writer.evaluate(gan.ema.module))
+        progress.history.append({k: float(v) for k, v in metrics.items()})
+        writer.log_progress(metrics, train.steps)
+        writer.write_tensorboard(metrics)
+    # The score Ray keeps the best checkpoints by; a checkpoint without a fresh FID ranks last.
+    metrics["checkpoint_fid"] = metrics.get("fid", math.inf)
+    state = None
+    if train.checkpoint_due(step):
+        rng_states = gather_rng_states(session)  # a collective: every rank takes part
+        if session.rank == 0:
+            state = checkpoint_state(gan, experiment, run, progress, rng_states)
+    session.report(metrics, state)
+    window.started = time.perf_counter()  # images/s measures training, not evaluation or saving
 
-        final = step == train.steps
-        evaluate = final or (train.eval_every and step % train.eval_every == 0)
-        save = final or step % train.checkpoint_every == 0
-        sample = final or step % train.sample_every == 0
-        if not (final or evaluate or save or sample or step % train.report_every == 0):
-            continue
 
-        seconds = time.perf_counter() - window_started
-        metrics = {
-            "step": step,
-            "images_seen": progress.images_seen(experiment),
-            "epoch": progress.real_batches // batches_per_epoch,
-            "images_per_second": window_images / max(seconds, 1e-9),
-            "data_wait_fraction": data_seconds / max(seconds, 1e-9),
-            "nonfinite": 0.0,
-            **window.mean_across_ranks(world_size, device),
-            # Per rank, not averaged: equal on every rank while DDP keeps the replicas in step.
-            "generator_checksum": parameter_checksum(generator),
-            "discriminator_checksum": parameter_checksum(discriminator),
-        }
-        window, window_images, data_seconds = MetricWindow(), 0, 0.0
-        checkpoint_to_report = None
-        if artifacts_writer:
-            if sample:
-                artifacts_writer.write_sample_grid(ema.module, step)
-            if evaluate:
-                metrics.update(artifacts_writer.evaluate(ema.module))
-            progress.history.append({k: float(v) for k, v in metrics.items()})
-            artifacts_writer.log_progress(metrics, train.steps)
-            artifacts_writer.write_tensorboard(metrics)
-        # The score Ray keeps the best checkpoints by; a checkpoint without a fresh FID ranks last.
-        metrics["checkpoint_fid"] = metrics.get("fid", math.inf)
-        with tempfile.TemporaryDirectory() as folder:
-            if save and rank == 0:
-                state = {
-                    "format_version": FORMAT_VERSION,
-                    "step": step,
-                    "real_batches": progress.real_batches,
-                    "images_seen": progress.images_seen(experiment),
-                    "config": experiment.to_dict(),
-                    "classes": list(run.classes),
-                    "dataset_hash": run.dataset_hash,
-                    "generator": generator.state_dict(),
-                    "discriminator": discriminator.state_dict(),
-                    "generator_ema": ema.module.state_dict(),
-                    "optimizer_generator": optimizer_g.state_dict(),
-                    "optimizer_discriminator": optimizer_d.state_dict(),
-                    "scaler": None,  # bf16 autocast needs no gradient scaler
-                    "rng": {"ranks": gather_rng_states(world_size)},
-                    "history": progress.history,
-                }
-                with open(os.path.join(folder, FILE_NAME), "wb") as handle:
-                    handle.write(checkpoint_bytes(state))
-                checkpoint_to_report = ray.train.Checkpoint.from_directory(folder)
-            elif save:
-                gather_rng_states(world_size)  # rank 0 collects every rank's state
-            ray.train.report(metrics, checkpoint=checkpoint_to_report)
-        window_started = time.perf_counter()  # images/s measures training, not evaluation or saving
-        if final and artifacts_writer:  # only once the final checkpoint is stored
-            artifacts_writer.write_summary(progress.history)
-            artifacts_writer.write_status("completed", step, f"trained {step} steps")
+def checkpoint_state(gan: Gan, experiment: ExperimentConfig, run: RunContext, progress: "Progress",
+                     rng_states: list[dict[str, Any]]) -> dict[str, Any]:
+    """Everything needed to continue the run exactly; tensors and plain values only."""
+    return {
+        "format_version": FORMAT_VERSION,
+        "step": progress.step,
+        "real_batches": progress.real_batches,
+        "images_seen": progress.images_seen(experiment),
+        "config": experiment.to_dict(),
+        "classes": list(run.classes),
+        "dataset_hash": run.dataset_hash,
+        "generator": gan.generator.state_dict(),
+        "discriminator": gan.discriminator.state_dict(),
+        "generator_ema": gan.ema.module.state_dict(),
+        "optimizer_generator": gan.optimizer_g.state_dict(),
+        "optimizer_discriminator": gan.optimizer_d.state_dict(),
+        "scaler": None,  # bf16 autocast needs no gradient scaler
+        "rng": {"ranks": rng_states},
+        "history": progress.history,
+    }
 
 
 @dataclass
@@ -232,6 +276,7 @@ class Progress:
     step: int = 0  # generator steps done
     real_batches: int = 0  # per-worker real batches consumed by D steps
     history: list[dict[str, float]] = field(default_factory=list)
+    resumed_from_step: int = 0  # the checkpoint this process continued from (0: a fresh start)
 
     def images_seen(self, experiment: ExperimentConfig) -> int:
         """Real images shown to D, over all workers."""
@@ -252,12 +297,17 @@ def real_batches(shard: InMemoryImages, batch_size: int, seed: int, start: int =
 
 
 class MetricWindow:
-    """Loss terms of the steps since the last report; their means are reported."""
+    """Loss terms, images and data-wait time of the steps since the last report; their means are reported."""
 
-    def __init__(self):
+    def __init__(self, session: Session, batches_per_epoch: int):
+        self.session = session
+        self.batches_per_epoch = batches_per_epoch
         self.sums: dict[str, float] = {}
         self.counts: dict[str, int] = {}
         self._last_finite = True
+        self.started = time.perf_counter()
+        self.images = 0
+        self.data_seconds = 0.0
 
     def add(self, terms: dict[str, float]) -> None:
         for key, value in terms.items():
@@ -269,12 +319,13 @@ class MetricWindow:
     def last_finite(self) -> bool:
         return self._last_finite
 
-    def mean_across_ranks(self, world_size: int, device: torch.device) -> dict[str, float]:
+    def mean_across_ranks(self) -> dict[str, float]:
         keys = sorted(self.sums)
+        device = self.session.device
         means = torch.tensor([self.sums[k] / self.counts[k] for k in keys], dtype=torch.float64, device=device)
-        if world_size > 1:
+        if self.session.world_size > 1:
             dist.all_reduce(means)
-            means /= world_size
+            means /= self.session.world_size
         return dict(zip(keys, means.tolist()))
 
 
@@ -283,23 +334,20 @@ def parameter_checksum(module: torch.nn.Module) -> float:
         return float(sum(parameter.double().sum() for parameter in module.parameters()))
 
 
-def all_ranks_finite(finite: bool, world_size: int, device: torch.device) -> bool:
-    """True only when every rank's losses are finite, so all ranks stop at the same step."""
-    if world_size == 1:
-        return finite
-    flag = torch.tensor([1.0 if finite else 0.0], device=device)
-    dist.all_reduce(flag, op=dist.ReduceOp.MIN)
-    return bool(flag.item())
-
-
-def gather_rng_states(world_size: int) -> list[dict[str, Any]]:
+def gather_rng_states(session: Session) -> list[dict[str, Any]]:
     """Every rank's random state, in rank order (a collective: all ranks call it)."""
     state = rng_state()
-    if world_size == 1:
+    if session.world_size == 1:
         return [state]
-    states: list[Any] = [None] * world_size
+    states: list[Any] = [None] * session.world_size
     dist.all_gather_object(states, state)
     return states
+
+
+def write_status(run_uri: str, status: str, step: int, message: str, last_fid: float | None = None) -> None:
+    """`status.json`: how the run ended (completed, non-finite or failed), for the driver and for people."""
+    record = {"status": status, "step": step, "message": message, "last_fid": last_fid}
+    location(run_uri).join(STATUS_FILE).write_bytes_atomic(json.dumps(record, indent=2).encode())
 
 
 class RunArtifacts:
@@ -361,5 +409,4 @@ class RunArtifacts:
         self.folder.join("history.json").write_bytes_atomic(json.dumps(history, indent=1).encode())
 
     def write_status(self, status: str, step: int, message: str) -> None:
-        record = {"status": status, "step": step, "message": message, "last_fid": self.last_fid}
-        self.folder.join(STATUS_FILE).write_bytes_atomic(json.dumps(record, indent=2).encode())
+        write_status(self.run.run_uri, status, step, message, self.last_fid)
