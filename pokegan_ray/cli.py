@@ -14,7 +14,7 @@ import sys
 log = logging.getLogger("pokegan_ray")
 
 from pokegan_ray.defaults import DEFAULT_DATA_URI as DEFAULT_DATA, DEFAULT_RUNS_URI as DEFAULT_RUNS, \
-    DEFAULT_SEARCHES_URI as DEFAULT_SEARCHES
+    DEFAULT_SEARCHES_URI as DEFAULT_SEARCHES, DEFAULT_WAIT_TIMEOUT_S
 
 
 class UsageError(Exception):
@@ -60,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="skip images whose shorter side is below this many pixels (default: 24)")
     prepare.add_argument("--limit", type=int, default=None,
                          help="use only the first N source images (for a quick trial)")
+    _add_cluster_arguments(prepare)
     prepare.set_defaults(handler=run_prepare)
 
     train = commands.add_parser(
@@ -77,7 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", action="store_true",
                        help="continue the run called --name from its last checkpoint, with its saved config")
     train.add_argument("--workers", type=int, help="Ray Train workers (default: 2)")
-    train.add_argument("--gpu", action="store_true", help="one GPU per worker, bf16 autocast and channels_last")
+    train.add_argument("--gpu", action="store_true", help="GPU workers (scale.gpus_per_worker each, default 1), bf16 "
+                                                          "autocast and channels_last")
+    _add_cluster_arguments(train)
     train.set_defaults(handler=run_train)
 
     tune = commands.add_parser(
@@ -98,6 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="continue the interrupted search --name: finished trials are kept, not rerun")
     tune.add_argument("--set", dest="assignments", action="append", default=[], metavar="SECTION.KEY=VALUE",
                       help="override one setting of the space's base for every trial (repeatable)")
+    _add_cluster_arguments(tune)
     tune.set_defaults(handler=run_tune)
 
     evaluate = commands.add_parser(
@@ -140,6 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="a lock older than this is taken to be a crashed run's and broken (default: 12)")
     retrain.add_argument("--device", default="cuda" if _has_cuda() else "cpu",
                          help="where this process scores the two generators: cpu or cuda")
+    _add_cluster_arguments(retrain)
     retrain.set_defaults(handler=run_retrain)
 
     generate = commands.add_parser(
@@ -164,6 +169,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_cluster_arguments(command: argparse.ArgumentParser) -> None:
+    group = command.add_argument_group("running on a Ray cluster (RAY_ADDRESS)")
+    group.add_argument("--cluster-timeout", type=_minutes, default=DEFAULT_WAIT_TIMEOUT_S / 60,
+                       dest="cluster_timeout", metavar="MINUTES",
+                       help="how long a job that does not fit the cluster yet waits for nodes (autoscaling, a "
+                            "node that rejoins) before it fails (default: %(default)g)")
+    group.add_argument("--shared-filesystem", action="store_true", dest="shared_filesystem",
+                       help="local paths are on a file system every node mounts (NFS, EFS ...); without it a "
+                            "cluster of several nodes needs s3:// for data and storage")
+
+
+def _minutes(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected minutes, like 15 or 0.5; got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0 minutes, got {text!r}")
+    return value
+
+
 def _has_cuda() -> bool:
     return os.path.exists("/dev/nvidia0")
 
@@ -176,9 +202,12 @@ def run_prepare(args: argparse.Namespace) -> int:
                                  min_side_px=args.min_size, limit=args.limit)
     except PrepareError as error:
         raise UsageError(str(error)) from None
-    init_ray()
+    cluster = init_ray(args)
+    # Ray Data reads the source and writes the shards on whichever node has room.
+    _require_shared_storage({"--source": "" if args.source == "bundled" else args.source, "--dest": args.dest},
+                            cluster)
     try:
-        manifest = prepare(args.source, args.dest, options)
+        manifest = prepare(args.source, args.dest, options, cluster)
     except PrepareError as error:
         raise UsageError(str(error)) from None
     print(f"prepared {manifest['kept']} images -> {manifest['rows']} rows at {args.dest} "
@@ -203,13 +232,15 @@ def run_train(args: argparse.Namespace) -> int:
     if args.gpu:
         overrides.setdefault("scale", {})["use_gpu"] = True
     raw = merge_sections(raw, overrides)
-    init_ray()
+    cluster = init_ray(args)
+    _require_shared_storage({"--data": raw.get("data", {}).get("uri", DEFAULT_DATA), "--storage": args.storage},
+                            cluster)
     if not args.resume:
-        ensure_default_data(raw)
+        ensure_default_data(raw, cluster)
     try:
         weights = weights_path_from_environment()
         outcome = train(raw, storage_uri=args.storage, name=args.name, resume=args.resume,
-                        inception_weights=os.path.abspath(weights) if weights else None)
+                        inception_weights=os.path.abspath(weights) if weights else None, cluster=cluster)
     except TrainError as error:
         raise UsageError(str(error)) from None
     fid = f"FID {outcome.fid:.2f} (N={outcome.fid_num_images})" if outcome.fid is not None else "no FID"
@@ -250,15 +281,17 @@ def run_tune(args: argparse.Namespace) -> int:
             raise UsageError(str(error)) from None
     name = args.name or (f"{os.path.splitext(os.path.basename(args.space))[0]}-"
                          f"{datetime.datetime.now(datetime.timezone.utc):%Y%m%d-%H%M%S}")
-    init_ray()
+    cluster = init_ray(args)
+    if not args.resume:
+        _require_shared_storage({"--data": args.data or DEFAULT_DATA, "--storage": args.storage}, cluster)
     if not args.resume and not args.data:
-        ensure_default_data({})
+        ensure_default_data({}, cluster)
     weights = weights_path_from_environment()
     try:
         outcome = run_search(space, storage_uri=args.storage, name=name, data_uri=args.data,
                              overrides=None if args.resume else overrides, samples=args.samples,
                              concurrent=args.concurrent, resume=args.resume,
-                             inception_weights=os.path.abspath(weights) if weights else None)
+                             inception_weights=os.path.abspath(weights) if weights else None, cluster=cluster)
     except SearchError as error:
         raise UsageError(str(error)) from None
     print()
@@ -267,6 +300,10 @@ def run_tune(args: argparse.Namespace) -> int:
     print(f"search:          {outcome.search_uri}")
     print(f"leaderboard:     {outcome.leaderboard_uri}")
     print(f"FID plot:        {outcome.plot_uri}")
+    if outcome.failure:
+        print(f"the search stopped: {outcome.failure}")
+        print(f"continue it with: pokegan tune --resume --name {name} --storage {args.storage}")
+        return 1
     if outcome.interrupted:
         print(f"the search was interrupted; continue it with: pokegan tune --resume --name {name} "
               f"--storage {args.storage}")
@@ -316,15 +353,16 @@ def run_retrain(args: argparse.Namespace) -> int:
     from pokegan_ray.training.config import load_raw_config
 
     weights = weights_path_from_environment()
+    cluster = cluster_options(args)
     try:
         options = RetrainOptions(
             registry_uri=args.registry, model_name=args.name, overrides=load_raw_config(args.config, args.assignments),
             data_uri=args.data, storage_uri=args.storage, margin=args.margin, warm_start=args.warm_start,
             wait_seconds=args.wait, lock_ttl_seconds=args.lock_ttl_hours * 3600,
-            inception_weights=os.path.abspath(weights) if weights else None, device=args.device)
+            inception_weights=os.path.abspath(weights) if weights else None, device=args.device, cluster=cluster)
     except ValueError as error:
         raise UsageError(str(error)) from None
-    init_ray()
+    init_ray(args)
     try:
         outcome = retrain(options)
     except LockHeld as error:
@@ -351,7 +389,7 @@ def run_generate(args: argparse.Namespace) -> int:
     return 0
 
 
-def ensure_default_data(raw: dict) -> None:
+def ensure_default_data(raw: dict, cluster) -> None:
     """The bundled set is prepared on first use when training uses the default data location."""
     from pokegan_ray.data.prepare import MANIFEST_NAME, PrepareOptions, prepare
     from pokegan_ray.storage import location
@@ -359,23 +397,46 @@ def ensure_default_data(raw: dict) -> None:
     uri = raw.get("data", {}).get("uri", DEFAULT_DATA)
     if uri == DEFAULT_DATA and not location(uri).join(MANIFEST_NAME).exists():
         log.info("no prepared set at %s yet: preparing the bundled Pokémon set first", uri)
-        prepare("bundled", uri, PrepareOptions())
+        prepare("bundled", uri, PrepareOptions(), cluster)
 
 
-def init_ray() -> None:
-    """Join the cluster named by RAY_ADDRESS, or start a local one."""
+def cluster_options(args: argparse.Namespace):
+    """How this command treats the Ray cluster: its own local one, or the one RAY_ADDRESS names."""
+    from pokegan_ray.cluster import ClusterOptions
+
+    return ClusterOptions(pokegan_started=not os.environ.get("RAY_ADDRESS"),
+                          wait_timeout_s=args.cluster_timeout * 60,
+                          shared_filesystem=args.shared_filesystem)
+
+
+def _require_shared_storage(places: dict[str, str], cluster) -> None:
+    from pokegan_ray.cluster import ClusterError, require_shared_storage
+
+    try:
+        require_shared_storage(places, cluster)
+    except ClusterError as error:
+        raise UsageError(str(error)) from None
+
+
+def init_ray(args: argparse.Namespace):
+    """Join the cluster named by RAY_ADDRESS, or start a local one; returns the ClusterOptions."""
     # Ray Data's progress bars redraw every second from every worker and bury the progress lines.
     quiet = {"RAY_DATA_DISABLE_PROGRESS_BARS": os.environ.get("RAY_DATA_DISABLE_PROGRESS_BARS", "1")}
     os.environ.update(quiet)  # before ray.data is imported here, and inherited by a local cluster
+    # Tune saves the search's state whenever a trial has rotated its kept checkpoints, which is what a fresh
+    # --resume wants; its warning that this happens often is not for the user.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     import ray
 
+    from pokegan_ray.cluster import ray_init_arguments
+
+    options = cluster_options(args)
     if not ray.is_initialized():
-        address = os.environ.get("RAY_ADDRESS")
-        # A local cluster needs its dashboard: without it, Train runs inside Tune trials leak their placement
-        # groups and the next trial waits forever for CPUs.
-        local = {} if address else {"include_dashboard": True}
-        ray.init(address=address, logging_level=logging.WARNING, configure_logging=True,
-                 runtime_env={"env_vars": quiet}, **local)
+        # A local cluster gets its dashboard (it frees the placement groups of stopped trials) at an address
+        # every worker is told, so a second Ray on the machine cannot confuse them.
+        ray.init(logging_level=logging.WARNING, configure_logging=True,
+                 **ray_init_arguments(os.environ.get("RAY_ADDRESS") or None, quiet))
+    return options
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,6 +17,8 @@ import uuid
 import boto3
 import pytest
 
+from pokegan_ray.cluster import ray_init_arguments
+
 # moto's server logs every request through werkzeug; a failing test's log should show ours.
 logging.getLogger("werkzeug").setLevel(logging.WARNING)
 
@@ -74,9 +76,10 @@ def ray_cluster(s3_endpoint):
     # Ray workers unpickle functions defined in test modules, so they need this folder on their path.
     tests_dir = os.path.dirname(os.path.abspath(__file__))
     python_path = os.pathsep.join(filter(None, [tests_dir, os.environ.get("PYTHONPATH")]))
-    # The dashboard is what cleans up after stopped trials and serves the state API (list_actors).
-    ray.init(num_cpus=2, include_dashboard=True, logging_level="WARNING", configure_logging=False,
-             runtime_env={"env_vars": {"PYTHONPATH": python_path}})
+    # As `pokegan` starts it: with the dashboard (it cleans up after stopped trials and serves the state API)
+    # at an address every worker knows, even while other Ray instances run on this machine.
+    ray.init(num_cpus=2, logging_level="WARNING", configure_logging=False,
+             **ray_init_arguments(None, {"PYTHONPATH": python_path}))
     yield ray
     ray.shutdown()
 

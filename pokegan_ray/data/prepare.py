@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow.parquet as pq
 
+from pokegan_ray.cluster import ClusterError, ClusterOptions, wait_for_capacity
 from pokegan_ray.data import images as image_ops
 from pokegan_ray.data.sources import BUNDLED, Source, SourceError, open_source
 from pokegan_ray.storage import Location, StorageError, location
@@ -69,8 +70,13 @@ class PrepareOptions:
         return image_ops.DecodeLimits(self.min_side_px, self.max_pixels)
 
 
-def prepare(source_uri: str, dest_uri: str, options: PrepareOptions = PrepareOptions()) -> dict:
-    """Build the prepared set at `dest_uri` and return its manifest."""
+def prepare(source_uri: str, dest_uri: str, options: PrepareOptions = PrepareOptions(),
+            cluster: ClusterOptions = ClusterOptions()) -> dict:
+    """Build the prepared set at `dest_uri` and return its manifest.
+
+    On a cluster with no free CPU yet (an autoscaling cluster whose head takes no work) it first
+    waits for one: Ray Data holds its tasks back while the cluster has no room for any of them,
+    so they alone would never make the autoscaler add a node."""
     import ray.data  # deferred: importing Ray costs seconds and is not needed to list a source
 
     try:
@@ -87,6 +93,10 @@ def prepare(source_uri: str, dest_uri: str, options: PrepareOptions = PrepareOpt
     except StorageError as error:
         raise PrepareError(f"the destination cannot be written: {error}") from None
 
+    try:
+        wait_for_capacity([{"CPU": 1.0}], f"prepare {dest.uri}", cluster)
+    except ClusterError as error:
+        raise PrepareError(str(error)) from None
     try:
         # The URI prepare can be called with again (the manifest's "source" is a description for people).
         source_uri = BUNDLED if source_uri == BUNDLED else location(source_uri).uri

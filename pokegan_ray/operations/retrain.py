@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 
+from pokegan_ray.cluster import ClusterError, ClusterOptions, require_shared_storage
 from pokegan_ray.data.prepare import MANIFEST_NAME, PrepareError, PrepareOptions, class_frequencies, prepare, \
     read_manifest
 from pokegan_ray.data.sources import BUNDLED
@@ -68,6 +69,7 @@ class RetrainOptions:
     lock_ttl_seconds: float = DEFAULT_TTL_SECONDS
     inception_weights: str | None = None
     device: str = "cpu"  # where the evaluation runs (this process)
+    cluster: ClusterOptions = field(default_factory=ClusterOptions)
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.margin) and self.margin >= 0):
@@ -142,9 +144,9 @@ def _retrain_locked(registry: ModelRegistry, options: RetrainOptions, started_at
     data_uri = raw.get("data", {}).get("uri", DEFAULT_DATA_URI)
     if _needs_bundled_set(raw):
         log.info("no prepared set at %s yet: preparing the bundled Pokémon set first", data_uri)
-        manifest = prepare(BUNDLED, data_uri, PrepareOptions())
+        manifest = prepare(BUNDLED, data_uri, PrepareOptions(), options.cluster)
     else:
-        manifest = refresh_data(data_uri)
+        manifest = refresh_data(data_uri, options.cluster)
     raw = merge_sections(raw, {"data": {"uri": location(data_uri).uri}})
 
     warm_start_uri = None
@@ -158,7 +160,7 @@ def _retrain_locked(registry: ModelRegistry, options: RetrainOptions, started_at
     run_name = "retrain-" + started_at.strftime("%Y%m%d-%H%M%S")
     clock_started = time.monotonic()
     outcome = train(raw, storage_uri=storage_uri, name=run_name, inception_weights=options.inception_weights,
-                    warm_start_uri=warm_start_uri)
+                    warm_start_uri=warm_start_uri, cluster=options.cluster)
     training_seconds = time.monotonic() - clock_started
     progress.run_uri = outcome.run_uri
     if outcome.status != "completed":
@@ -225,11 +227,15 @@ def check_config(registry: ModelRegistry, options: RetrainOptions) -> None:
     (the run under the lock resolves it again, from the champion it then sees)."""
     try:
         raw = candidate_config(registry.champion(), options)
+        # Every node must reach the candidate's data and run folder (a multi-node cluster needs s3://).
+        require_shared_storage({"--data": raw.get("data", {}).get("uri", DEFAULT_DATA_URI),
+                                "--storage": options.storage_uri or registry.base.join(RUNS_FOLDER).uri},
+                               options.cluster)
         if _needs_bundled_set(raw):
             ExperimentConfig.from_dict({key: value for key, value in raw.items() if key != "model"})
             return  # the model section needs the data set's classes: checked once it is prepared
         resolve_config(raw)
-    except (ValueError, TrainError) as error:
+    except (ValueError, TrainError, ClusterError) as error:
         raise RetrainConfigError(str(error)) from None
 
 
@@ -245,13 +251,13 @@ def candidate_config(champion: ModelVersion | None, options: RetrainOptions) -> 
     return base.with_overrides(overrides).to_dict()
 
 
-def refresh_data(data_uri: str) -> dict[str, Any]:
+def refresh_data(data_uri: str, cluster: ClusterOptions = ClusterOptions()) -> dict[str, Any]:
     """Re-run prepare with the source and options the manifest records: a no-op when nothing changed."""
     previous = read_manifest(location(data_uri))
     source_uri = source_of(previous)
     record = previous["options"]
     options = PrepareOptions(**{**record, "resolutions": tuple(record["resolutions"])})
-    manifest = prepare(source_uri, data_uri, options)
+    manifest = prepare(source_uri, data_uri, options, cluster)
     if manifest["content_hash"] != previous["content_hash"]:
         log.info("data set %s refreshed from %s: %s -> %s (%d images)", data_uri, source_uri,
                  previous["content_hash"][:12], manifest["content_hash"][:12], manifest["kept"])

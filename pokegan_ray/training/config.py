@@ -85,6 +85,17 @@ class TrainConfig:
         require_bool("train.mixed_precision", self.mixed_precision)
         require_int("train.inject_nonfinite_at_step", self.inject_nonfinite_at_step, minimum=0)
 
+    # The schedule: what happens after generator step `step` (the last step does everything).
+    def evaluation_due(self, step: int) -> bool:
+        return step == self.steps or bool(self.eval_every and step % self.eval_every == 0)
+
+    def checkpoint_due(self, step: int) -> bool:
+        return step == self.steps or step % self.checkpoint_every == 0
+
+    def report_due(self, step: int) -> bool:
+        return (self.evaluation_due(step) or self.checkpoint_due(step) or step % self.sample_every == 0
+                or step % self.report_every == 0)
+
 
 @dataclass(frozen=True)
 class ScaleConfig:
@@ -92,6 +103,9 @@ class ScaleConfig:
     use_gpu: bool = False
     # On a 2-CPU machine a whole CPU per worker starves Ray Data; half a CPU each runs.
     cpus_per_worker: float = 0.5
+    # With use_gpu: the share of a GPU each worker reserves. A fraction (0.25) packs several small trials
+    # on one GPU; Ray splits the reservation, not the memory (README "Sharing a GPU").
+    gpus_per_worker: float = 1.0
     # torch threads per worker; 0 keeps Ray's choice (OMP_NUM_THREADS = the worker's whole CPUs, at least 1).
     threads_per_worker: int = 0
 
@@ -102,6 +116,23 @@ class ScaleConfig:
         object.__setattr__(self, "cpus_per_worker",
                            require_float("scale.cpus_per_worker", self.cpus_per_worker, minimum=0.0,
                                          minimum_inclusive=False))
+        gpus = require_float("scale.gpus_per_worker", self.gpus_per_worker, minimum=0.0, minimum_inclusive=False)
+        object.__setattr__(self, "gpus_per_worker", gpus)
+        if gpus > 1 and not gpus.is_integer():
+            raise ValueError(f"scale.gpus_per_worker must be a fraction up to 1 or a whole number, got {gpus:g} "
+                             "(Ray hands out GPUs above 1 only whole)")
+        if gpus != 1 and not self.use_gpu:
+            raise ValueError(f"scale.gpus_per_worker={gpus:g} needs scale.use_gpu=true (or --gpu); on CPUs leave "
+                             "it at 1")
+        if gpus < 1 and self.workers > 1:
+            # Two ranks of one DDP group could land on the same GPU, which NCCL refuses.
+            raise ValueError(f"scale.gpus_per_worker={gpus:g} with scale.workers={self.workers}: a fraction of a "
+                             "GPU is for packing single-worker trials; give DDP workers whole GPUs "
+                             "(scale.gpus_per_worker=1) or use scale.workers=1")
+
+    def worker_resources(self) -> dict[str, float]:
+        """What Ray reserves for each Train worker."""
+        return {"CPU": self.cpus_per_worker, **({"GPU": self.gpus_per_worker} if self.use_gpu else {})}
 
 
 SECTIONS = {"data": DataConfig, "model": ModelConfig, "loss": LossConfig, "train": TrainConfig, "scale": ScaleConfig}

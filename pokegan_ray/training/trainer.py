@@ -9,11 +9,14 @@ from __future__ import annotations
 import datetime
 import json
 import logging
+import math
+import sys
 from dataclasses import dataclass
 from typing import Any
 
 import yaml
 
+from pokegan_ray.cluster import ClusterError, ClusterOptions, require_shared_storage, wait_for_capacity
 from pokegan_ray.data.prepare import PrepareError, class_frequencies, read_manifest
 from pokegan_ray.storage import Location, StorageError, location
 from pokegan_ray.training.config import ExperimentConfig, merge_sections, run_name
@@ -23,6 +26,8 @@ log = logging.getLogger(__name__)
 
 CONFIG_FILE = "config.yaml"
 MAX_FAILURES = 3
+# Ray Train's default wait for a worker group's placement group (RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S).
+WORKER_GROUP_START_S = 60.0
 
 
 class TrainError(RuntimeError):
@@ -81,20 +86,20 @@ def resolve_config(raw: dict[str, Any]) -> tuple[ExperimentConfig, dict[str, Any
         raise TrainError(str(error)) from None
 
 
-def check_cluster(experiment: ExperimentConfig) -> None:
-    """More workers than the cluster can ever hold would wait forever: fail now instead."""
-    import ray
+def worker_bundles(experiment: ExperimentConfig) -> list[dict[str, float]]:
+    """The placement group a run's Train workers need: one bundle per worker."""
+    return [experiment.scale.worker_resources() for _ in range(experiment.scale.workers)]
 
-    resources = ray.cluster_resources()
-    scale = experiment.scale
-    needed_cpus = scale.workers * scale.cpus_per_worker
-    if needed_cpus > resources.get("CPU", 0):
-        raise TrainError(f"scale.workers={scale.workers} x scale.cpus_per_worker={scale.cpus_per_worker} needs "
-                         f"{needed_cpus:g} CPUs; this Ray cluster has {resources.get('CPU', 0):g}. Use fewer "
-                         "workers or fewer CPUs per worker")
-    if scale.use_gpu and scale.workers > resources.get("GPU", 0):
-        raise TrainError(f"scale.workers={scale.workers} with GPUs needs {scale.workers} GPUs; this Ray cluster "
-                         f"has {resources.get('GPU', 0):g}. Use fewer workers, or drop --gpu")
+
+def check_cluster(experiment: ExperimentConfig, storage_uri: str, cluster: ClusterOptions, what: str,
+                  bundles: list[dict[str, float]] | None = None) -> None:
+    """The run's storage and data must be reachable from every node, and the cluster must (come to) hold
+    its workers: waits for nodes on a cluster that may grow, fails at once when it never can."""
+    try:
+        require_shared_storage({"--data": experiment.data.uri, "--storage": storage_uri}, cluster)
+        wait_for_capacity(bundles or worker_bundles(experiment), what, cluster, say=_say)
+    except ClusterError as error:
+        raise TrainError(str(error)) from None
 
 
 def ray_storage(storage: Location) -> dict[str, Any]:
@@ -102,14 +107,54 @@ def ray_storage(storage: Location) -> dict[str, Any]:
     return {"storage_path": storage.path, "storage_filesystem": storage.filesystem}
 
 
+@dataclass(frozen=True)
+class PreparedRun:
+    """A run folder ready for training: its resolved config written, any old status removed."""
+
+    name: str
+    folder: Location
+    experiment: ExperimentConfig
+    context: RunContext
+
+
+def prepare_run(raw_config: dict[str, Any], *, storage: Location, name: str | None, resume: bool,
+                inception_weights: str | None, warm_start_uri: str | None, cluster: ClusterOptions) -> PreparedRun:
+    """Resolve the config (a resumed run's saved one under the new overrides) and set up `STORAGE/NAME/`."""
+    if resume:
+        if not name:
+            raise TrainError("--resume needs the run's name")
+        saved = storage.join(name, CONFIG_FILE)
+        if not saved.exists():
+            raise TrainError(f"no run {name!r} under {storage.uri} (no {saved.uri}); `ls` the storage for run names")
+        raw_config = merge_sections(yaml.safe_load(saved.read_bytes()), raw_config)
+    experiment, manifest = resolve_config(raw_config)
+    if not name:
+        name = run_name(experiment, datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M%S"))
+    run_folder = storage.join(name)
+    if not resume and run_folder.join(CONFIG_FILE).exists():
+        raise TrainError(f"a run named {name!r} already exists under {storage.uri}; pass --resume to continue it "
+                         "or choose another --name")
+    context = RunContext(run_uri=run_folder.uri, classes=list(manifest["classes"]),
+                         dataset_hash=manifest["content_hash"], class_frequencies=class_frequencies(manifest),
+                         inception_weights=inception_weights, warm_start_uri=warm_start_uri,
+                         data_wait_timeout_s=cluster.wait_timeout_s)
+    return PreparedRun(name=name, folder=run_folder, experiment=experiment, context=context)
+
+
+def write_run_config(run: PreparedRun) -> None:
+    run.folder.join(STATUS_FILE).delete_file()
+    run.folder.join(CONFIG_FILE).write_bytes_atomic(yaml.safe_dump(run.experiment.to_dict(), sort_keys=False).encode())
+
+
 def train(raw_config: dict[str, Any], *, storage_uri: str, name: str | None = None, resume: bool = False,
           inception_weights: str | None = None, callbacks: list | None = None,
-          warm_start_uri: str | None = None) -> TrainOutcome:
+          warm_start_uri: str | None = None, cluster: ClusterOptions = ClusterOptions()) -> TrainOutcome:
     """Run (or resume) one training run; returns what happened. Raises TrainError before training
     when anything is wrong with the config, data, cluster or storage.
 
     `warm_start_uri` (a checkpoint or registry model file) starts G and its EMA from that file's
-    EMA generator instead of random weights; D and the optimisers start fresh."""
+    EMA generator instead of random weights; D and the optimisers start fresh. On a cluster that
+    may grow, waits (up to `cluster.wait_timeout_s`) for the nodes the workers need."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
@@ -120,59 +165,53 @@ def train(raw_config: dict[str, Any], *, storage_uri: str, name: str | None = No
         storage.check_writable()
     except StorageError as error:
         raise TrainError(f"the storage {storage_uri} cannot be written: {error}") from None
-
-    if resume:
-        if not name:
-            raise TrainError("--resume needs the run's name")
-        saved = storage.join(name, CONFIG_FILE)
-        if not saved.exists():
-            raise TrainError(f"no run {name!r} under {storage.uri} (no {saved.uri}); `ls` the storage for run names")
-        raw_config = merge_sections(yaml.safe_load(saved.read_bytes()), raw_config)
-    experiment, manifest = resolve_config(raw_config)
-    check_cluster(experiment)
-    if not name:
-        name = run_name(experiment, datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M%S"))
-    run_folder = storage.join(name)
-    if not resume and run_folder.join(CONFIG_FILE).exists():
-        raise TrainError(f"a run named {name!r} already exists under {storage.uri}; pass --resume to continue it "
-                         "or choose another --name")
-    run_folder.join(STATUS_FILE).delete_file()
-    run_folder.join(CONFIG_FILE).write_bytes_atomic(
-        yaml.safe_dump(experiment.to_dict(), sort_keys=False).encode())
-
-    run = RunContext(run_uri=run_folder.uri, classes=list(manifest["classes"]),
-                     dataset_hash=manifest["content_hash"], class_frequencies=class_frequencies(manifest),
-                     inception_weights=inception_weights, warm_start_uri=warm_start_uri)
-    scale = experiment.scale
+    run = prepare_run(raw_config, storage=storage, name=name, resume=resume, inception_weights=inception_weights,
+                      warm_start_uri=warm_start_uri, cluster=cluster)
+    experiment, scale = run.experiment, run.experiment.scale
+    check_cluster(experiment, storage.uri, cluster, f"run {run.name} ({scale.workers} Train worker(s))")
+    write_run_config(run)
     trainer = TorchTrainer(
         train_worker,
-        train_loop_config={"experiment": experiment.to_dict(), "run": run.to_dict()},
+        train_loop_config={"experiment": experiment.to_dict(), "run": run.context.to_dict()},
         datasets={"train": open_prepared(experiment.data.uri, experiment.data.resolution, rows=experiment.data.rows)},
         scaling_config=ScalingConfig(num_workers=scale.workers, use_gpu=scale.use_gpu,
-                                     resources_per_worker={"CPU": scale.cpus_per_worker,
-                                                           **({"GPU": 1} if scale.use_gpu else {})}),
+                                     resources_per_worker=scale.worker_resources()),
         run_config=RunConfig(
-            name=name, **ray_storage(storage),
-            failure_config=FailureConfig(max_failures=MAX_FAILURES),
+            name=run.name, **ray_storage(storage),
+            failure_config=FailureConfig(
+                max_failures=MAX_FAILURES,
+                # Ray Train gives up on starting the workers after WORKER_GROUP_START_S and tries again
+                # without limit; stop trying once the cluster wait timeout has passed.
+                controller_failure_limit=max(1, math.ceil(cluster.wait_timeout_s / WORKER_GROUP_START_S))),
             checkpoint_config=CheckpointConfig(num_to_keep=experiment.train.keep_checkpoints,
                                                checkpoint_score_attribute="checkpoint_fid",
                                                checkpoint_score_order="min"),
             callbacks=callbacks or None),
     )
-    log.info("training %s: %d steps on %d %s worker(s); run folder %s", name, experiment.train.steps,
-             scale.workers, "GPU" if scale.use_gpu else "CPU", run_folder.uri)
+    log.info("training %s: %d steps on %d %s worker(s); run folder %s", run.name, experiment.train.steps,
+             scale.workers, "GPU" if scale.use_gpu else "CPU", run.folder.uri)
     try:
         result = trainer.fit()
     except Exception as error:  # Ray wraps worker errors: keep its headline and the worker's own last line
-        lines = [line.strip() for line in str(error).splitlines() if line.strip()] or [type(error).__name__]
-        message = lines[0] if len(lines) == 1 else f"{lines[0]} ... {lines[-1]}"
-        status = {"status": "failed", "step": 0, "message": message}
-        return _outcome(run_folder, status, None, None)
-    status = _read_status(run_folder)
-    return _outcome(run_folder, status, result, storage)
+        return _outcome(run.folder, {"status": "failed", "step": 0, "message": _error_line(error)}, None, None)
+    return _outcome(run.folder, read_status(run.folder), result, storage)
 
 
-def _read_status(run_folder: Location) -> dict[str, Any]:
+def _error_line(error: Exception) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()] or [type(error).__name__]
+    message = lines[0] if len(lines) == 1 else f"{lines[0]} ... {lines[-1]}"
+    if "WorkerGroupStartupTimeoutError" in str(error):
+        message = ("the Train workers could not be placed: the cluster kept lacking free resources for them "
+                   f"(see `ray status`). Ray said: {message}")
+    return message
+
+
+def _say(line: str) -> None:
+    sys.stdout.write(f"[pokegan] {line}\n")
+    sys.stdout.flush()
+
+
+def read_status(run_folder: Location) -> dict[str, Any]:
     try:
         return json.loads(run_folder.join(STATUS_FILE).read_bytes())
     except StorageError:
