@@ -28,6 +28,12 @@ class TrialRecord:
     reason: str = ""  # why it stopped or failed, for people
     # One entry per evaluation: step, images_seen, fid, kid, checkpoint_uri (None without a checkpoint).
     history: list[dict[str, Any]] = field(default_factory=list)
+    # Each time the trial's process died (a lost node) and Tune restarted it: after_step, error.
+    restarts: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def finished(self) -> bool:
+        return self.status in (COMPLETED, STOPPED, FAILED)
 
     @property
     def best(self) -> dict[str, Any] | None:

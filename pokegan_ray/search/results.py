@@ -19,7 +19,7 @@ import yaml
 
 from pokegan_ray.search.ledger import FAILED, TrialRecord
 from pokegan_ray.search.space import SearchSpace
-from pokegan_ray.storage import Location, StorageError, location
+from pokegan_ray.storage import Location, location
 from pokegan_ray.training.trainer import CONFIG_FILE
 
 LEADERBOARD_FILE = "leaderboard.csv"

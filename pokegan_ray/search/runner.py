@@ -2,12 +2,15 @@
 
     driver (this module)                         one trial (a Tune function trainable)
     ---------------------------------------      ------------------------------------------
-    OptunaSearch proposes params (TPE)   --->    run_trial: params -> raw config -> train()
-    ASHA + plateau stopper read FIDs     <---    FidReporter: each Train report with an FID
-    SearchProgress writes the ledger             (a TorchTrainer of its own, the Train V2 way)
+    OptunaSearch proposes params (TPE)   --->    run_trial: params -> raw config -> the loop
+    ASHA + plateau stopper read FIDs     <---    reports that carry an FID (or a checkpoint)
+    SearchProgress writes the ledger
 
-Each trial runs exactly what `pokegan train` runs, into `SEARCH/runs/<trial id>/`. Only reports
-that carry an FID reach Tune, so every result the scheduler, stopper and searcher see has one.
+A single-worker trial runs the training loop in its own Tune trial process
+(`TuneTrialSession`): it starts in seconds and Tune keeps its checkpoints. A trial with
+several workers starts a `TorchTrainer` of its own (the Train V2 way) and passes Ray Train's
+FID reports on (`FidReporter`). Either way each trial trains into `SEARCH/runs/<trial id>/`,
+and Tune restarts a trial whose process died (a lost node) from its last checkpoint.
 """
 
 from __future__ import annotations
@@ -17,29 +20,39 @@ import json
 import logging
 import math
 import os
+import posixpath
 import sys
+import time
 from dataclasses import dataclass
 from typing import Any
 
-import yaml
-
+from pokegan_ray import ray_compat
+from pokegan_ray.cluster import Bundle, ClusterError, ClusterOptions, add_up, describe, fits, read_capacity, \
+    require_shared_storage, wait_for_capacity
 from pokegan_ray.search.ledger import COMPLETED, FAILED, RUNNING, STOPPED, Ledger, TrialRecord
 from pokegan_ray.search.space import SearchSettings, SearchSpace, define_by_run, trial_config
 from pokegan_ray.storage import Location, StorageError, location
 from pokegan_ray.training.config import ExperimentConfig, merge_sections
-from pokegan_ray.training.trainer import CONFIG_FILE, TrainError, check_cluster, resolve_config, train
+from pokegan_ray.training.loop import run_training
+from pokegan_ray.training.session import TuneTrialSession
+from pokegan_ray.training.trainer import CONFIG_FILE, TrainError, prepare_run, read_status, resolve_config, train, \
+    worker_bundles, write_run_config
 
 log = logging.getLogger(__name__)
 
 SEARCH_FILE = "search.json"  # what --resume needs: the space, the overrides, the settings
 RUNS_FOLDER = "runs"
 STOPS_FILE = "stops.json"
-# The trial's own process only waits for its TorchTrainer; Tune refuses zero, so a sliver.
+# A multi-worker trial's own process only waits for its TorchTrainer; Tune refuses zero, so a sliver.
 TRIAL_DRIVER_CPUS = 0.01
-# Ray Data reads each trial's shards with tasks of one CPU each: leave a whole CPU free, or they starve.
+# Ray Data reads a multi-worker trial's shards with tasks of one CPU each: leave a whole CPU free, or they starve.
 DATA_READ_CPUS = 1.0
+# A trial whose process dies (its node went away) is restarted from its last checkpoint this many times.
+TRIAL_MAX_FAILURES = 3
 # The metric Optuna minimises: the lowest FID a trial reached (its best checkpoint).
 SEARCH_METRIC = "best_fid"
+# A trial that cannot be placed while nothing else of the search runs is reported after this long.
+PENDING_NOTICE_S = 45.0
 
 
 class SearchError(RuntimeError):
@@ -56,8 +69,10 @@ class TrialContext:
 
     space: SearchSpace
     overrides: dict[str, dict[str, Any]]  # raw config sections over every trial (data uri, --set)
+    search_uri: str
     runs_uri: str
     inception_weights: str | None
+    cluster: ClusterOptions = ClusterOptions()
 
 
 @dataclass(frozen=True)
@@ -72,6 +87,19 @@ class SearchOutcome:
     plot_uri: str
     best_samples_uri: str | None
     interrupted: bool = False  # stopped (Ctrl+C) before every trial finished: continue with --resume
+    failure: str | None = None  # why the search stopped by itself before its end (it waited too long for room)
+
+
+def runs_in_trial(experiment: ExperimentConfig) -> bool:
+    """A single-worker trial trains inside its Tune trial process; more workers need Ray Train's DDP."""
+    return experiment.scale.workers == 1
+
+
+def trial_bundles(experiment: ExperimentConfig) -> list[Bundle]:
+    """What one trial takes from the cluster while it runs."""
+    if runs_in_trial(experiment):
+        return worker_bundles(experiment)
+    return [{"CPU": TRIAL_DRIVER_CPUS}] + worker_bundles(experiment)
 
 
 # -- one trial -------------------------------------------------------------------------------
@@ -79,18 +107,68 @@ def run_trial(params: dict[str, Any], context: TrialContext) -> None:
     """Tune's function trainable: train one sampled config to the end (or until Tune stops it)."""
     from ray import tune
 
+    ray_compat.quiet_train_loggers()
     trial_id = tune.get_context().get_trial_id()
+    if replay_finished_trial(context, trial_id):
+        return
     sampled = {name: params[name] for name in context.space.dimension_names if name in params}
     raw = merge_sections(trial_config(context.space, sampled), context.overrides)
-    # A restored trial (after --resume or a crash) continues its own run from its last checkpoint.
-    resume = location(context.runs_uri).join(trial_id, CONFIG_FILE).exists()
+    storage = location(context.runs_uri)
+    # A restarted trial (a lost node, or --resume) continues its own run from its last checkpoint.
+    resume = storage.join(trial_id, CONFIG_FILE).exists()
     try:
-        outcome = train(raw, storage_uri=context.runs_uri, name=trial_id, resume=resume,
-                        inception_weights=context.inception_weights, callbacks=[FidReporter()])
+        run = prepare_run(raw, storage=storage, name=trial_id, resume=resume,
+                          inception_weights=context.inception_weights, warm_start_uri=None, cluster=context.cluster)
     except TrainError as error:
         raise TrialFailed(f"the sampled config cannot train: {error}") from None
-    if outcome.status != "completed":
-        raise TrialFailed(f"{outcome.status} at step {outcome.step}: {outcome.message}")
+    if runs_in_trial(run.experiment):
+        write_run_config(run)
+        run_training(run.experiment, run.context, TuneTrialSession(run.experiment))
+        status = read_status(run.folder)
+    else:
+        try:
+            outcome = train(raw, storage_uri=context.runs_uri, name=trial_id, resume=resume,
+                            inception_weights=context.inception_weights, callbacks=[FidReporter()],
+                            cluster=context.cluster)
+        except TrainError as error:
+            raise TrialFailed(f"the sampled config cannot train: {error}") from None
+        status = {"status": outcome.status, "step": outcome.step, "message": outcome.message}
+    if status["status"] != "completed":
+        raise TrialFailed(f"{status['status']} at step {status['step']}: {status['message']}")
+
+
+def replay_finished_trial(context: TrialContext, trial_id: str) -> bool:
+    """True when this trial had already finished (Tune's saved state was older than the ledger, as after
+    the search driver was killed): its results are reported to Tune again, and nothing is retrained.
+
+    The ledger and the run's status file are the truth. A trial that ended non-finite (or gave up
+    waiting for its data) fails again at once, so Tune's restarts cost no training.
+    """
+    from ray import tune
+
+    run_folder = location(context.runs_uri).join(trial_id)
+    status = read_status(run_folder) if run_folder.join("status.json").exists() else None
+    if status and status["status"] != "completed":
+        raise TrialFailed(f"{status['status']} at step {status['step']}: {status['message']}")
+    record = Ledger(location(context.search_uri)).read(trial_id)
+    if not ((record and record.status in (COMPLETED, STOPPED)) or status):
+        return False
+    history = record.history if record and record.history else _evaluations_of(run_folder)
+    best = math.inf
+    for entry in history:
+        best = min(best, entry["fid"])
+        tune.report({"step": entry["step"], "images_seen": entry["images_seen"], "fid": entry["fid"],
+                     "kid": entry.get("kid", math.nan), SEARCH_METRIC: best, "evaluated": 1.0, "replayed": 1.0,
+                     "replayed_checkpoint_uri": entry.get("checkpoint_uri") or ""})
+    return True
+
+
+def _evaluations_of(run_folder: Location) -> list[dict[str, Any]]:
+    try:
+        history = json.loads(run_folder.join("history.json").read_bytes())
+    except StorageError:
+        return []
+    return [entry for entry in history if "fid" in entry]
 
 
 def _fid_reporter_base():
@@ -111,7 +189,7 @@ class FidReporter(_fid_reporter_base()):
         if "fid" not in first:
             return
         self.best_fid = min(self.best_fid, first["fid"])
-        super().after_report(run_context, [{**first, SEARCH_METRIC: self.best_fid}], checkpoint)
+        super().after_report(run_context, [{**first, SEARCH_METRIC: self.best_fid, "evaluated": 1.0}], checkpoint)
 
 
 # -- early stopping that says why -----------------------------------------------------------
@@ -135,9 +213,12 @@ def _asha(stops: StopLog, max_steps: int, grace_steps: int, reduction_factor: fl
     from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 
     class RecordingAsha(ASHAScheduler):
-        """ASHA over generator steps on FID; records each early stop with its reason."""
+        """ASHA over generator steps on FID; records each early stop with its reason. Reports that only
+        carry a checkpoint (their FID is the last one measured) are not rung decisions."""
 
         def on_trial_result(self, tune_controller, trial, result):
+            if not result.get("evaluated", 1.0):
+                return TrialScheduler.CONTINUE
             decision = super().on_trial_result(tune_controller, trial, result)
             if decision == TrialScheduler.STOP and result["step"] < max_steps:
                 stops.record(trial.trial_id, f"stopped early by the ASHA scheduler at step {result['step']}: "
@@ -154,6 +235,8 @@ def _plateau_stopper(stops: StopLog, evaluations: int, std: float):
 
     class RecordingPlateauStopper(TrialPlateauStopper):
         def __call__(self, trial_id, result):
+            if not result.get("evaluated", 1.0):
+                return False
             stop = super().__call__(trial_id, result)
             if stop:
                 stops.record(trial_id, f"stopped at step {result['step']}: FID plateaued (the last {evaluations} "
@@ -164,12 +247,80 @@ def _plateau_stopper(stops: StopLog, evaluations: int, std: float):
                                    grace_period=evaluations)
 
 
+class PendingWatch:
+    """Notices a search that cannot place its next trial while none of its trials runs.
+
+    A trial that waits while others of the search run is just queued. One that waits with nothing
+    running means the cluster lacks room (still scaling up, or something else holds it): the
+    search says so within a minute, with what the trial needs and what the cluster has, and after
+    `timeout_s` it stops (resumable with --resume) instead of waiting forever.
+    """
+
+    def __init__(self, needs: list[Bundle], timeout_s: float):
+        self.needs = needs
+        self.timeout_s = timeout_s
+        self.idle_since: float | None = None
+        self.next_notice = PENDING_NOTICE_S
+        self.failure: str | None = None
+
+    def check(self, trials) -> None:
+        statuses = [trial.status for trial in trials]
+        if "RUNNING" in statuses or "PENDING" not in statuses:
+            self.idle_since, self.next_notice = None, PENDING_NOTICE_S
+            return
+        now = time.monotonic()
+        self.idle_since = self.idle_since or now
+        waited = now - self.idle_since
+        if waited < self.next_notice and waited < self.timeout_s:
+            return
+        self.next_notice += 60.0
+        free = describe(_available_resources())
+        needed = describe(add_up(self.needs))
+        if waited >= self.timeout_s:
+            self.failure = (f"no trial could start for {waited / 60:.0f} min: a trial needs {needed} and the cluster "
+                            f"has {free} free ({describe(read_capacity().total())} in all). Free the cluster or "
+                            "let it grow, then continue with --resume")
+            _say(f"stopping the search: {self.failure}")
+        else:
+            _say(f"the next trial has waited {waited:.0f} s for room: it needs {needed}; the cluster has {free} "
+                 f"free ({describe(read_capacity().total())} in all). The search stops after "
+                 f"{self.timeout_s / 60:.0f} min without room (--cluster-timeout)")
+
+
+def _available_resources() -> Bundle:
+    import ray
+
+    return {key: value for key, value in ray.available_resources().items() if key in ("CPU", "GPU")}
+
+
+def _watch_stopper(watch: PendingWatch):
+    from ray.tune.stopper import Stopper
+
+    class StopWhenStuck(Stopper):
+        def __call__(self, trial_id, result):
+            return False
+
+        def stop_all(self):
+            return watch.failure is not None
+
+    return StopWhenStuck()
+
+
 # -- progress and the ledger ----------------------------------------------------------------
-def _progress_callback(ledger: Ledger, stops: StopLog, context: TrialContext, samples: int):
+def _progress_callback(ledger: Ledger, stops: StopLog, context: TrialContext, samples: int, watch: PendingWatch):
     from ray.tune import Callback
 
+    search = location(context.search_uri)
+
     class SearchProgress(Callback):
-        """One line per trial event on stdout, and the ledger written as things happen."""
+        """One line per trial event on stdout, and the ledger written as things happen.
+
+        A trial the ledger already calls finished (its results replayed after the search driver
+        died) is left exactly as it is.
+        """
+
+        def on_step_end(self, iteration, trials, **info):
+            watch.check(trials)
 
         def on_trial_start(self, iteration, trials, trial, **info):
             record = ledger.read(trial.trial_id)
@@ -177,24 +328,41 @@ def _progress_callback(ledger: Ledger, stops: StopLog, context: TrialContext, sa
                 params = {name: trial.config[name] for name in context.space.dimension_names if name in trial.config}
                 record = TrialRecord(trial_id=trial.trial_id, number=len(ledger.records()) + 1, params=params,
                                      run_uri=location(context.runs_uri).join(trial.trial_id).uri)
+            elif record.finished:
+                _say(f"trial {record.number}/{samples} {trial.trial_id} had {record.status} before the restart: "
+                     "its results are kept")
+                return
             record.status, record.reason = RUNNING, ""
             ledger.write(record)
             _say(f"trial {record.number}/{samples} {trial.trial_id} started: {record.params_text()}")
 
         def on_trial_result(self, iteration, trials, trial, result, **info):
             record = ledger.read(trial.trial_id)
-            runs = location(context.runs_uri)
-            checkpoint = result.get("checkpoint_path")
+            if record.finished or not result.get("evaluated", 1.0):
+                return
+            if any(entry["step"] == int(result["step"]) for entry in record.history):
+                return  # a restarted trial repeating an evaluation it had already reported
             record.history.append({
                 "step": int(result["step"]), "images_seen": int(result["images_seen"]), "fid": float(result["fid"]),
-                "kid": float(result.get("kid", math.nan)),
-                "checkpoint_uri": runs.uri_of(checkpoint) if checkpoint else None})
+                "kid": float(result.get("kid", math.nan)), "checkpoint_uri": _checkpoint_uri(search, trial, result)})
             ledger.write(record)
             _say(f"trial {record.number}/{samples} step {result['step']}: FID {result['fid']:.1f} "
                  f"(best {record.best_fid:.1f}) after {int(result['images_seen']):,} images")
 
+        def on_trial_recover(self, iteration, trials, trial, **info):
+            record = ledger.read(trial.trial_id)
+            if record is None or record.finished:
+                return
+            error = _error_reason(trial)
+            record.restarts.append({"after_step": record.step, "error": error})
+            ledger.write(record)
+            _say(f"trial {record.number}/{samples} lost its process after step {record.step} ({error}): Tune "
+                 "restarts it from its last checkpoint")
+
         def on_trial_complete(self, iteration, trials, trial, **info):
             record = ledger.read(trial.trial_id)
+            if record.finished:
+                return
             reason = stops.reasons().get(trial.trial_id)
             record.status, record.reason = (STOPPED, reason) if reason else (COMPLETED, "")
             ledger.write(record)
@@ -204,11 +372,25 @@ def _progress_callback(ledger: Ledger, stops: StopLog, context: TrialContext, sa
         def on_trial_error(self, iteration, trials, trial, **info):
             record = ledger.read(trial.trial_id) or TrialRecord(
                 trial_id=trial.trial_id, number=len(ledger.records()) + 1, params={}, run_uri="")
+            if record.finished:
+                return
             record.status, record.reason = FAILED, _error_reason(trial)
             ledger.write(record)
             _say(f"trial {record.number}/{samples} failed: {record.reason} (the search goes on)")
 
     return SearchProgress()
+
+
+def _checkpoint_uri(search: Location, trial, result: dict[str, Any]) -> str | None:
+    """Where the checkpoint reported with this result is kept: Ray Train's (a multi-worker trial), Tune's
+    (a single-worker trial), or the one a replayed result names."""
+    if result.get("replayed"):
+        return result.get("replayed_checkpoint_uri") or None
+    if result.get("checkpoint_path"):
+        return search.uri_of(result["checkpoint_path"])
+    if result.get("checkpoint_dir_name"):
+        return search.uri_of(posixpath.join(trial.path, result["checkpoint_dir_name"]))
+    return None
 
 
 def _error_reason(trial) -> str:
@@ -231,44 +413,50 @@ def _say(line: str) -> None:
 
 
 # -- the search ------------------------------------------------------------------------------
-def check_search(space: SearchSpace, settings: SearchSettings, overrides: dict[str, dict[str, Any]]
-                 ) -> tuple[ExperimentConfig, dict[str, Any], int]:
-    """Everything that can fail before Ray Tune starts: (base config, data manifest, trials at once)."""
-    import ray
+def check_search(space: SearchSpace, settings: SearchSettings, overrides: dict[str, dict[str, Any]],
+                 storage_uri: str, cluster: ClusterOptions) -> tuple[ExperimentConfig, dict[str, Any], int]:
+    """Everything that can fail before Ray Tune starts: (base config, data manifest, trials at once).
 
+    On a cluster that may grow this waits until one trial fits; concurrency is what fits at once
+    in the largest cluster the search may get (the autoscaler's maximum, else today's nodes).
+    """
     clashes = [f"{section}.{key}" for section, keys in overrides.items() for key in keys
                if f"{section}.{key}" in space.dimension_names]
     if clashes:
         raise SearchError(f"--set {clashes[0]} is a dimension of {space.source}; remove it there or from --set")
     try:
         experiment, manifest = resolve_config(merge_sections(dict(space.base), overrides))
-        check_cluster(experiment)
     except TrainError as error:
         raise SearchError(f"the search's base config: {error}") from None
     if settings.scheduler == "asha" and experiment.train.eval_every == 0:
         raise SearchError("the ASHA scheduler compares FIDs during training, but train.eval_every is 0 (FID only "
                           "at the end); set train.eval_every in the space's base, or search.scheduler: none")
-    per_trial = experiment.scale.workers * experiment.scale.cpus_per_worker + TRIAL_DRIVER_CPUS
-    cluster_cpus = ray.cluster_resources().get("CPU", 0)
-    fits = int((cluster_cpus - DATA_READ_CPUS) // per_trial)
-    if fits < 1:
-        raise SearchError(f"one trial needs {per_trial:g} CPUs plus {DATA_READ_CPUS:g} for reading data; this Ray "
-                          f"cluster has {cluster_cpus:g}. Lower scale.workers or scale.cpus_per_worker (--set)")
-    concurrent = min(settings.concurrent, fits)
+    one_trial = trial_bundles(experiment)
+    # Ray Data's read tasks (multi-worker trials only) need a CPU beside the trials.
+    reserve = [] if runs_in_trial(experiment) else [{"CPU": DATA_READ_CPUS}]
+    try:
+        require_shared_storage({"--data": experiment.data.uri, "--storage": storage_uri}, cluster)
+        wait_for_capacity(one_trial + reserve, "the search's first trial", cluster, say=_say)
+    except ClusterError as error:
+        raise SearchError(str(error)) from None
+    capacity = read_capacity()
+    nodes = capacity.nodes + capacity.launchable
+    concurrent = 1
+    while concurrent < settings.concurrent and fits(one_trial * (concurrent + 1) + reserve, nodes):
+        concurrent += 1
     if concurrent < settings.concurrent:
-        log.warning("running %d trial(s) at once, not %d: each needs %g CPUs and this cluster has %g (%g kept for "
-                    "reading data)", concurrent, settings.concurrent, per_trial, cluster_cpus, DATA_READ_CPUS)
+        log.warning("running %d trial(s) at once, not %d: each needs %s and the cluster %s %s%s", concurrent,
+                    settings.concurrent, describe(add_up(one_trial)), "may grow to" if capacity.can_grow else "has",
+                    describe(add_up(nodes)), f" ({DATA_READ_CPUS:g} CPU kept for reading data)" if reserve else "")
     return experiment, manifest, concurrent
 
 
 def run_search(space: SearchSpace | None, *, storage_uri: str, name: str, data_uri: str | None = None,
                overrides: dict[str, dict[str, Any]] | None = None, samples: int | None = None,
-               concurrent: int | None = None, resume: bool = False,
-               inception_weights: str | None = None) -> SearchOutcome:
+               concurrent: int | None = None, resume: bool = False, inception_weights: str | None = None,
+               cluster: ClusterOptions = ClusterOptions()) -> SearchOutcome:
     """Run (or, with resume=True, continue) the search `name` under `storage_uri`."""
-    import optuna
     from ray import tune
-    from ray.tune.search.optuna import OptunaSearch
 
     try:
         storage = location(storage_uri)
@@ -292,7 +480,7 @@ def run_search(space: SearchSpace | None, *, storage_uri: str, name: str, data_u
                               "continue it or choose another --name")
         overrides = merge_sections(overrides or {}, {"data": {"uri": data_uri}} if data_uri else {})
         settings = space.settings.with_overrides(samples=samples, concurrent=concurrent)
-    experiment, manifest, concurrent_trials = check_search(space, settings, overrides)
+    experiment, manifest, concurrent_trials = check_search(space, settings, overrides, storage.uri, cluster)
     # Trials read the same data as the check did (an absolute path: trials run in other folders).
     overrides = merge_sections(overrides, {"data": {"uri": experiment.data.uri}})
     if not resume:
@@ -300,46 +488,85 @@ def run_search(space: SearchSpace | None, *, storage_uri: str, name: str, data_u
             "space": _space_as_dict(space), "space_source": space.source, "overrides": overrides,
             "settings": dataclasses.asdict(settings)}, indent=1).encode())
 
-    context = TrialContext(space=space, overrides=overrides, runs_uri=folder.join(RUNS_FOLDER).uri,
-                           inception_weights=inception_weights)
+    context = TrialContext(space=space, overrides=overrides, search_uri=folder.uri,
+                           runs_uri=folder.join(RUNS_FOLDER).uri, inception_weights=inception_weights,
+                           cluster=cluster)
     ledger, stops = Ledger(folder), StopLog(folder)
-    trainable = tune.with_resources(tune.with_parameters(run_trial, context=context), {"cpu": TRIAL_DRIVER_CPUS})
+    watch = PendingWatch(trial_bundles(experiment), cluster.wait_timeout_s)
+    trainable = tune.with_resources(tune.with_parameters(run_trial, context=context),
+                                    tune.PlacementGroupFactory(trial_bundles(experiment)))
     if resume:
         log.info("resuming search %s: finished trials are kept, unfinished ones continue from their checkpoints",
                  folder.uri)
         tuner = tune.Tuner.restore(folder.path, trainable=trainable, resume_unfinished=True, resume_errored=False,
                                    storage_filesystem=storage.filesystem)
     else:
-        facts = {"data.labelled": bool(manifest["classes"])}
-        searcher = OptunaSearch(
-            space=define_by_run(space, facts), metric=SEARCH_METRIC, mode="min",
-            points_to_evaluate=[_optuna_point(space, point) for point in settings.first_trials] or None,
-            sampler=optuna.samplers.TPESampler(seed=settings.seed, n_startup_trials=settings.startup_trials))
-        scheduler = None
-        if settings.scheduler == "asha":
-            grace = settings.grace_steps or experiment.train.eval_every
-            scheduler = _asha(stops, experiment.train.steps, min(grace, experiment.train.steps),
-                              settings.reduction_factor)
-        stopper = (_plateau_stopper(stops, settings.plateau_evaluations, settings.plateau_std)
-                   if settings.plateau_evaluations else None)
         tuner = tune.Tuner(
             trainable,
-            tune_config=tune.TuneConfig(num_samples=settings.samples, search_alg=searcher, scheduler=scheduler,
+            tune_config=tune.TuneConfig(num_samples=settings.samples, search_alg=_searcher(space, settings, manifest),
+                                        scheduler=_scheduler(settings, experiment, stops),
                                         max_concurrent_trials=concurrent_trials),
             run_config=tune.RunConfig(
-                name=name, storage_path=storage.path, storage_filesystem=storage.filesystem, stop=stopper,
-                callbacks=[_progress_callback(ledger, stops, context, settings.samples)],
-                failure_config=tune.FailureConfig(max_failures=0), verbose=0))
+                name=name, storage_path=storage.path, storage_filesystem=storage.filesystem,
+                stop=_stopper(settings, stops, watch),
+                callbacks=[_progress_callback(ledger, stops, context, settings.samples, watch)],
+                # Tune keeps single-worker trials' checkpoints (multi-worker ones are Ray Train's).
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=experiment.train.keep_checkpoints,
+                                                        checkpoint_score_attribute="checkpoint_fid",
+                                                        checkpoint_score_order="min"),
+                failure_config=tune.FailureConfig(max_failures=TRIAL_MAX_FAILURES), verbose=0))
     log.info("search %s: %d trials of %s, %d at a time, %s; results in %s", name, settings.samples, space.source,
              concurrent_trials, "ASHA on FID" if settings.scheduler == "asha" else "no early stopping", folder.uri)
-    tuner.fit()  # returns (does not raise) when interrupted by Ctrl+C, with Tune's state saved
+    results = tuner.fit()  # returns (does not raise) when interrupted by Ctrl+C, with Tune's state saved
+    every_trial_ended = len(results) >= settings.samples and results.num_terminated + results.num_errors == len(results)
+    if every_trial_ended:
+        _close_lost_trials(ledger)
 
-    from pokegan_ray.search import results
+    from pokegan_ray.search import results as search_results
 
     records = ledger.records()
-    outcome = results.write_results(folder, records, space)
-    interrupted = len(records) < settings.samples or any(record.status == RUNNING for record in records)
-    return dataclasses.replace(outcome, interrupted=interrupted)
+    outcome = search_results.write_results(folder, records, space)
+    interrupted = not every_trial_ended or any(record.status == RUNNING for record in records)
+    return dataclasses.replace(outcome, interrupted=interrupted, failure=watch.failure)
+
+
+def _searcher(space: SearchSpace, settings: SearchSettings, manifest: dict[str, Any]):
+    import optuna
+    from ray.tune.search.optuna import OptunaSearch
+
+    facts = {"data.labelled": bool(manifest["classes"])}
+    return OptunaSearch(
+        space=define_by_run(space, facts), metric=SEARCH_METRIC, mode="min",
+        points_to_evaluate=[_optuna_point(space, point) for point in settings.first_trials] or None,
+        sampler=optuna.samplers.TPESampler(seed=settings.seed, n_startup_trials=settings.startup_trials))
+
+
+def _scheduler(settings: SearchSettings, experiment: ExperimentConfig, stops: StopLog):
+    if settings.scheduler != "asha":
+        return None
+    grace = settings.grace_steps or experiment.train.eval_every
+    return _asha(stops, experiment.train.steps, min(grace, experiment.train.steps), settings.reduction_factor)
+
+
+def _stopper(settings: SearchSettings, stops: StopLog, watch: PendingWatch):
+    from ray.tune.stopper import CombinedStopper
+
+    stoppers = [_watch_stopper(watch)]
+    if settings.plateau_evaluations:
+        stoppers.append(_plateau_stopper(stops, settings.plateau_evaluations, settings.plateau_std))
+    return CombinedStopper(*stoppers)
+
+
+def _close_lost_trials(ledger: Ledger) -> None:
+    """Every Tune trial has ended, yet the ledger may still call one running: a trial that started after
+    Tune last saved its state, before the search driver was killed. Tune's restored state never knew it
+    and the searcher proposed another in its place; it ends here, as failed, with that reason."""
+    for record in ledger.records():
+        if record.status == RUNNING:
+            record.status = FAILED
+            record.reason = ("lost when the search driver was killed: it started after Tune last saved the search, "
+                             "so the resumed search ran another trial in its place")
+            ledger.write(record)
 
 
 def _space_as_dict(space: SearchSpace) -> dict[str, Any]:

@@ -261,6 +261,10 @@ def _parse_dimension(source: str, name: Any, spec: Any, earlier: list[Dimension]
     if name not in config_keys():
         raise ValueError(f"{where}: not a config key; a dimension is section.key, one of: {', '.join(config_keys())}")
     section, key = name.split(".", 1)
+    if section == "scale":
+        # Every trial of a search asks the cluster for the same resources, so the search can size its
+        # concurrency (and check the cluster) once, before Tune starts.
+        raise ValueError(f"{where}: how trials run is not a hyperparameter; set scale.{key} in base (or --set)")
     if key in base.get(section, {}):
         raise ValueError(f"{where}: also fixed in base; keep it in one place")
     if not isinstance(spec, Mapping):
