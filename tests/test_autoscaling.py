@@ -1,0 +1,78 @@
+"""pokegan on a cluster that starts empty and grows: Ray's own autoscaler (v2, as `ray up` runs it) launching
+worker nodes on this machine through its fake node provider. The head offers 0 CPUs, as cluster.yaml's does.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from local_clusters import AutoscalingCluster
+from drivers import Driver, prepare_in_s3, tiny_settings, tiny_space
+from pokegan_ray.storage import location
+
+TRAIN_4_STEPS = {"train.steps": 4, "train.eval_every": 4, "train.report_every": 2, "train.checkpoint_every": 4,
+                 "train.sample_every": 4}
+
+
+@pytest.fixture(scope="module")
+def cluster(s3_endpoint):
+    """At most one 2-CPU worker node, launched on demand and given back after ~12 idle seconds."""
+    cluster = AutoscalingCluster({"CPU": 2}, max_workers=1)
+    cluster.start()
+    yield cluster
+    assert cluster.shutdown() == []
+
+
+@pytest.fixture
+def driver_env(cluster) -> dict[str, str]:
+    return cluster.client_env()
+
+
+@pytest.fixture(scope="module")
+def s3_data(cluster, s3_endpoint, tmp_path_factory) -> str:
+    """Prepared on the empty cluster: Ray Data's tasks are demand enough for the autoscaler to add a node."""
+    return prepare_in_s3(cluster.client_env(), s3_endpoint, tmp_path_factory)
+
+
+def test_a_run_on_an_empty_cluster_asks_the_autoscaler_and_completes(cluster, driver_env, s3_data, s3_bucket):
+    _wait_until_idle_nodes_are_given_back(cluster)
+    started = time.monotonic()
+    train = Driver(["train", "--data", s3_data, "--storage", f"s3://{s3_bucket}/runs", "--name", "scaled",
+                    *tiny_settings(**TRAIN_4_STEPS)], driver_env)
+    waiting = train.wait_for("waits for the cluster", timeout=120)
+    assert "asked the autoscaler for nodes" in waiting
+    assert train.finish(timeout=300) == 0, train.output[-4000:]
+    assert "the cluster has room now" in train.output
+    status = json.loads(location(f"s3://{s3_bucket}/runs/scaled").join("status.json").read_bytes())
+    assert status["status"] == "completed"
+    print(f"scaled from zero and trained in {time.monotonic() - started:.0f} s")
+
+
+def test_a_job_larger_than_any_node_the_autoscaler_may_launch_fails_at_once(cluster, driver_env, s3_data,
+                                                                             s3_bucket, tmp_path):
+    started = time.monotonic()
+    train = Driver(["train", "--data", s3_data, "--storage", f"s3://{s3_bucket}/runs",
+                    *tiny_settings(**{**TRAIN_4_STEPS, "scale.cpus_per_worker": 4})], driver_env)
+    assert train.finish(timeout=120) == 2, train.output[-3000:]
+    assert "needs 4 CPU" in train.output and "more than this cluster can ever hold" in train.output
+    assert "its autoscaler says none of its node types can fulfil that" in train.output
+
+    space = tiny_space(tmp_path / "space.yaml", samples=1, steps=4)
+    tune = Driver(["tune", "--space", str(space), "--data", s3_data, "--storage", f"s3://{s3_bucket}/searches",
+                   "--set", "scale.cpus_per_worker=3"], driver_env)
+    assert tune.finish(timeout=120) == 2, tune.output[-3000:]
+    assert "needs 3 CPU" in tune.output and "more than this cluster can ever hold" in tune.output
+    # "At once": well before the 15-minute wait for nodes that would otherwise apply.
+    assert time.monotonic() - started < 120
+
+
+def _wait_until_idle_nodes_are_given_back(cluster: AutoscalingCluster, timeout: float = 120) -> None:
+    """The node that prepared the data goes away once idle (idle_timeout_minutes), so the run starts on 0 CPUs."""
+    deadline = time.monotonic() + timeout
+    while cluster.worker_nodes():
+        if time.monotonic() > deadline:
+            pytest.fail("the autoscaler kept its idle worker node")
+        time.sleep(1)  # polling the cluster's processes
