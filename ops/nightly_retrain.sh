@@ -10,11 +10,14 @@
 # another non-zero code when the job could not be submitted; 2 without --registry; 75 when the
 # previous run is still going.
 #
-# Environment: RAY_API_SERVER_ADDRESS (default http://127.0.0.1:8265, the head's job API) and
-# POKEGAN_LOG_DIR (default ~/logs; the log is nightly-retrain.log there, times in UTC).
+# Environment: RAY_API_SERVER_ADDRESS (default http://127.0.0.1:8265, the head's job API),
+# POKEGAN_LOG_DIR (default ~/logs; the log is nightly-retrain.log there, times in UTC), and Ray's
+# token settings: RAY_AUTH_MODE (default token, as cluster.yaml runs the cluster) with the token in
+# ~/.ray/auth_token, or RAY_AUTH_TOKEN_PATH naming another file. The token is never logged.
 set -uo pipefail
 
 address=${RAY_API_SERVER_ADDRESS:-http://127.0.0.1:8265}
+export RAY_AUTH_MODE=${RAY_AUTH_MODE:-token}
 log_dir=${POKEGAN_LOG_DIR:-$HOME/logs}
 log_file=$log_dir/nightly-retrain.log
 
@@ -39,12 +42,12 @@ if ! flock --nonblock 9; then
 fi
 
 submission_id=nightly-retrain-$(date -u +%Y%m%d-%H%M%S)
-# Ray runs the entrypoint as one shell command line: quote each argument for that shell.
-entrypoint="pokegan retrain$(printf ' %q' "$@")"
-log "submitting $submission_id to $address: $entrypoint"
+# The words after `--` go to Ray one by one; Ray quotes each (shlex.join) into the shell command
+# line the job runs, so an argument with spaces or `$(...)` arrives as it was given.
+log "submitting $submission_id to $address: pokegan retrain$(printf ' %q' "$@")"
 # Without --no-wait, `ray job submit` follows the job's output into the log and exits non-zero
 # when the job fails, which is the status this script passes on.
-ray job submit --address "$address" --submission-id "$submission_id" -- "$entrypoint" \
+ray job submit --address "$address" --submission-id "$submission_id" -- pokegan retrain "$@" \
     >>"$log_file" 2>&1 9>&-
 status=$?
 log "finished $submission_id: exit status $status"

@@ -4,13 +4,13 @@ The cluster file goes through the steps `ray up` takes before it talks to AWS
 (ray.autoscaler._private.commands._bootstrap_config): prepare_config (defaults, merged
 setup commands, Docker checks, per-type worker limits), the AWS provider's resource
 autodetection (fed the instance-type figures AWS publishes instead of a describe-instance-types
-call), then validate_config against Ray's ray-schema.json. The shell scripts run for real,
-with a stand-in `ray` (or `crontab`, `cron`, `sudo`) first on PATH that records its arguments.
+call), then validate_config against Ray's ray-schema.json. The install script runs for real with a
+stand-in `crontab`, `cron` and `sudo` first on PATH. The nightly script's job submissions run
+against a real token-authenticated Ray head in tests/test_cluster_jobs.py.
 """
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import re
@@ -184,8 +184,7 @@ def test_region_is_the_same_for_the_nodes_and_for_pokegan():
 
 def test_setup_installs_this_checkout_with_its_constraints_and_the_fid_weights():
     cluster = load_cluster()
-    ((remote, local),) = cluster["file_mounts"].items()
-    assert remote == "~/pokegan_ray"
+    remote, local = "~/pokegan_ray", cluster["file_mounts"]["~/pokegan_ray"]
     assert local == "build/cluster/pokegan_ray"  # where ops/stage_for_cluster.sh copies to
     commands = cluster["setup_commands"]
     assert f"pip install --quiet -c {remote}/constraints.txt {remote}" in commands
@@ -268,108 +267,26 @@ def calls(folder: Path, name: str) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
-@pytest.fixture
-def fake_ray(tmp_path):
-    """A folder for the stand-in `ray` and an environment that puts it first on PATH."""
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    environment = {"PATH": f"{bin_dir}:/usr/bin:/bin", "HOME": str(tmp_path / "home"),
-                   "POKEGAN_LOG_DIR": str(tmp_path / "logs")}
-    return bin_dir, environment
+def test_every_node_runs_ray_with_token_authentication_from_one_shared_token():
+    """Nodes join only with the head's token: every node gets the same file where Ray looks for it."""
+    cluster = load_cluster()
+    assert "--env RAY_AUTH_MODE=token" in cluster["docker"]["run_options"]
+    assert cluster["file_mounts"]["~/.ray/auth_token"] == "~/.ray/pokegan-cluster-token"
+    assert "~/.ray/pokegan-cluster-token" in (ROOT / "ops" / "cluster_token.sh").read_text()
+    assert "RAY_AUTH_MODE=${RAY_AUTH_MODE:-token}" in RETRAIN_SCRIPT.read_text()  # cron gives it no environment
 
 
-def run_retrain(environment: dict, *arguments: str) -> subprocess.CompletedProcess:
-    return subprocess.run([str(RETRAIN_SCRIPT), *arguments], env=environment, capture_output=True,
-                          text=True, timeout=60)
-
-
-LOG_LINE = r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ "
-# The script takes its one-run-at-a-time lock with util-linux flock, as on the head node.
-needs_flock = pytest.mark.skipif(shutil.which("flock") is None, reason="needs util-linux flock")
-
-
-@needs_flock
-def test_retrain_script_submits_pokegan_retrain_and_waits_for_it(fake_ray, tmp_path):
-    bin_dir, environment = fake_ray
-    fake_command(bin_dir, "ray", output="pokegan retrain: promoted run-7 (FID 41.2 < 45.0)")
-    result = run_retrain(environment, "--registry", "s3://pokemon/registry", "--data", "s3://pokemon/data")
-    assert result.returncode == 0, result.stderr
-
-    (call,) = calls(bin_dir, "ray")
-    arguments = call["args"]
-    assert arguments[:2] == ["job", "submit"]
-    assert arguments[arguments.index("--address") + 1] == "http://127.0.0.1:8265"
-    assert re.fullmatch(r"nightly-retrain-\d{8}-\d{6}", arguments[arguments.index("--submission-id") + 1])
-    assert "--no-wait" not in arguments, "the script must wait to pass the job's status on"
-    (entrypoint,) = arguments[arguments.index("--") + 1:]
-    assert shlex.split(entrypoint) == ["pokegan", "retrain", "--registry", "s3://pokemon/registry",
-                                       "--data", "s3://pokemon/data"]
-
-    log = (tmp_path / "logs" / "nightly-retrain.log").read_text()
-    assert re.search(LOG_LINE + r"submitting nightly-retrain-\S+ to http://127\.0\.0\.1:8265: pokegan retrain "
-                     r"--registry s3://pokemon/registry", log, re.MULTILINE)
-    assert "pokegan retrain: promoted run-7" in log
-    assert re.search(LOG_LINE + r"finished nightly-retrain-\S+: exit status 0$", log, re.MULTILINE)
-
-
-@needs_flock
-def test_retrain_script_passes_a_failed_job_on(fake_ray, tmp_path):
-    bin_dir, environment = fake_ray
-    fake_command(bin_dir, "ray", exit_status=1, output="Job 'nightly-retrain-x' failed")
-    result = run_retrain(environment, "--registry", "s3://pokemon/registry")
-    assert result.returncode == 1
-    log = (tmp_path / "logs" / "nightly-retrain.log").read_text()
-    assert "Job 'nightly-retrain-x' failed" in log
-    assert re.search(LOG_LINE + r"finished nightly-retrain-\S+: exit status 1$", log, re.MULTILINE)
-
-
-@needs_flock
-def test_retrain_script_quotes_arguments_for_the_jobs_shell(fake_ray):
-    bin_dir, environment = fake_ray
-    fake_command(bin_dir, "ray")
-    awkward = "s3://pokemon/registry with space;$(touch x)"
-    assert run_retrain(environment, f"--registry={awkward}", "--name", "nightly").returncode == 0
-    (call,) = calls(bin_dir, "ray")
-    (entrypoint,) = call["args"][call["args"].index("--") + 1:]
-    assert shlex.split(entrypoint) == ["pokegan", "retrain", f"--registry={awkward}", "--name", "nightly"]
-
-
-def test_retrain_script_refuses_to_submit_without_a_registry(fake_ray, tmp_path):
-    bin_dir, environment = fake_ray
-    fake_command(bin_dir, "ray")
-    result = run_retrain(environment, "--data", "s3://pokemon/data")
-    assert result.returncode == 2
-    assert calls(bin_dir, "ray") == []
-    assert "no --registry" in (tmp_path / "logs" / "nightly-retrain.log").read_text()
-
-
-@needs_flock
-def test_retrain_script_skips_a_night_while_the_previous_run_holds_the_lock(fake_ray, tmp_path):
-    bin_dir, environment = fake_ray
-    fake_command(bin_dir, "ray")
-    (tmp_path / "logs").mkdir()
-    with open(tmp_path / "logs" / "nightly-retrain.lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        result = run_retrain(environment, "--registry", "s3://pokemon/registry")
-    assert result.returncode == 75
-    assert calls(bin_dir, "ray") == []
-    assert "previous nightly retrain is still running" in (tmp_path / "logs" / "nightly-retrain.log").read_text()
-
-
-@needs_flock
-def test_the_cron_command_itself_submits_the_retrain(fake_ray, tmp_path):
-    """The exact command line cron runs on the head, with the checkout standing in for ~/pokegan_ray."""
-    bin_dir, environment = fake_ray
-    fake_command(bin_dir, "ray")
-    (job,) = cron_jobs()
-    _, command = parse_cron_line(job)
-    command = command.replace(f"{IMAGE_HOME}/pokegan_ray", shlex.quote(str(ROOT)))
-    result = subprocess.run(["bash", "-c", command], env=environment, capture_output=True, text=True, timeout=60)
-    assert result.returncode == 0, result.stderr
-    (call,) = calls(bin_dir, "ray")
-    entrypoint = shlex.split(call["args"][-1])
-    assert entrypoint[:2] == ["pokegan", "retrain"]
-    assert entrypoint[entrypoint.index("--registry") + 1].startswith("s3://")
+def test_the_token_script_makes_a_private_token_once_and_never_prints_it(tmp_path):
+    token_file = tmp_path / "ray" / "token"
+    first = subprocess.run([str(ROOT / "ops" / "cluster_token.sh"), str(token_file)], capture_output=True,
+                           text=True, timeout=30)
+    assert first.returncode == 0, first.stderr
+    token = token_file.read_text()
+    assert re.fullmatch(r"[0-9a-f]{64}", token) and token_file.stat().st_mode & 0o777 == 0o600
+    again = subprocess.run([str(ROOT / "ops" / "cluster_token.sh"), str(token_file)], capture_output=True,
+                           text=True, timeout=30)
+    assert token_file.read_text() == token, "a second run must keep the running cluster's token"
+    assert token not in first.stdout + first.stderr + again.stdout + again.stderr
 
 
 def test_install_script_installs_the_cron_file_and_starts_cron_in_utc(tmp_path):
