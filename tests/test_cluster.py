@@ -14,7 +14,10 @@ import socket
 import pytest
 
 from drivers import Driver, prepare_in_s3, tiny_settings, tiny_space
+from pokegan_ray.search.runner import trial_bundles, trials_at_once
 from pokegan_ray.storage import location
+from pokegan_ray.training.config import ExperimentConfig
+from pokegan_ray.training.trainer import scaling_config
 
 def _free_port() -> int:
     with socket.socket() as probe:
@@ -138,3 +141,18 @@ def test_a_trial_whose_node_is_lost_continues_from_its_checkpoint_on_another_nod
     assert history[-1]["resumed_from_step"] >= 40
     assert "continuing from the checkpoint at step" in tune.output
     assert "lost its process after step" in tune.output
+
+
+def test_a_fraction_of_a_gpu_reaches_ray_train_and_packs_search_trials_on_a_gpu_node():
+    quarter = ExperimentConfig.from_dict({"scale": {"workers": 1, "use_gpu": True, "cpus_per_worker": 1,
+                                                    "gpus_per_worker": 0.25}})
+    train = scaling_config(quarter)
+    assert train.use_gpu and train.num_workers == 1 and train.resources_per_worker == {"CPU": 1.0, "GPU": 0.25}
+    assert trial_bundles(quarter) == [{"CPU": 1.0, "GPU": 0.25}]  # what each search trial asks Tune for
+    g5_xlarge = {"CPU": 4.0, "GPU": 1.0}  # cluster.yaml's GPU worker
+    assert trials_at_once(trial_bundles(quarter), [], [g5_xlarge], wanted=16) == 4
+    assert trials_at_once(trial_bundles(quarter), [], [g5_xlarge] * 4, wanted=16) == 16
+    whole = quarter.with_overrides({"scale": {"gpus_per_worker": 1, "cpus_per_worker": 1}})
+    assert trials_at_once(trial_bundles(whole), [], [g5_xlarge] * 4, wanted=16) == 4  # GPUs bound it
+    cpu_bound = quarter.with_overrides({"scale": {"cpus_per_worker": 2}})
+    assert trials_at_once(trial_bundles(cpu_bound), [], [g5_xlarge], wanted=16) == 2  # CPUs bound it

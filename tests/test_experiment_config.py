@@ -34,6 +34,9 @@ def test_file_then_assignments_and_a_loss_switch_brings_its_own_defaults(tmp_pat
     ({"data": {"resolution": 96}}, "data.resolution=96 is not allowed; choose one of: 64, 128"),
     ({"train": {"batch_size": 9}}, "train.batch_size=9 must divide evenly across scale.workers=2"),
     ({"model": {"upsampler": "pixelshuffle"}}, "model.upsampler='pixelshuffle'.*'transposed', 'upsample', 'palette'"),
+    ({"scale": {"gpus_per_worker": 0.5}}, "scale.gpus_per_worker=0.5 needs scale.use_gpu=true"),
+    ({"scale": {"use_gpu": True, "gpus_per_worker": 1.5}}, "a fraction up to 1 or a whole number, got 1.5"),
+    ({"scale": {"use_gpu": True, "gpus_per_worker": 0.5, "workers": 2}}, "give DDP workers whole GPUs"),
 ])
 def test_bad_values_name_the_key(raw, message):
     with pytest.raises(ValueError, match=message):

@@ -21,19 +21,21 @@ import logging
 import math
 import os
 import posixpath
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
 
 from pokegan_ray import ray_compat
-from pokegan_ray.cluster import Bundle, ClusterError, ClusterOptions, add_up, describe, fits, read_capacity, \
-    require_shared_storage, wait_for_capacity
+from pokegan_ray.cluster import Bundle, ClusterError, ClusterOptions, add_up, describe, duration_text, fits, \
+    read_capacity, require_shared_storage, wait_for_capacity
 from pokegan_ray.search.ledger import COMPLETED, FAILED, RUNNING, STOPPED, Ledger, TrialRecord
 from pokegan_ray.search.space import SearchSettings, SearchSpace, define_by_run, trial_config
 from pokegan_ray.storage import Location, StorageError, location
 from pokegan_ray.training.config import ExperimentConfig, merge_sections
-from pokegan_ray.training.loop import run_training
+from pokegan_ray.training.loop import STATUS_FILE, run_training
 from pokegan_ray.training.session import TuneTrialSession
 from pokegan_ray.training.trainer import CONFIG_FILE, TrainError, prepare_run, read_status, resolve_config, train, \
     worker_bundles, write_run_config
@@ -147,13 +149,16 @@ def replay_finished_trial(context: TrialContext, trial_id: str) -> bool:
     from ray import tune
 
     run_folder = location(context.runs_uri).join(trial_id)
-    status = read_status(run_folder) if run_folder.join("status.json").exists() else None
+    status = read_status(run_folder) if run_folder.join(STATUS_FILE).exists() else None
     if status and status["status"] != "completed":
         raise TrialFailed(f"{status['status']} at step {status['step']}: {status['message']}")
     record = Ledger(location(context.search_uri)).read(trial_id)
     if not ((record and record.status in (COMPLETED, STOPPED)) or status):
         return False
-    history = record.history if record and record.history else _evaluations_of(run_folder)
+    # The ledger's evaluations (with their checkpoints), then any the driver died before recording.
+    history = list(record.history) if record else []
+    recorded = {entry["step"] for entry in history}
+    history += [entry for entry in _evaluations_of(run_folder) if int(entry["step"]) not in recorded]
     best = math.inf
     for entry in history:
         best = min(best, entry["fid"])
@@ -168,7 +173,8 @@ def _evaluations_of(run_folder: Location) -> list[dict[str, Any]]:
         history = json.loads(run_folder.join("history.json").read_bytes())
     except StorageError:
         return []
-    return [entry for entry in history if "fid" in entry]
+    return [{**entry, "step": int(entry["step"]), "images_seen": int(entry["images_seen"])}
+            for entry in history if "fid" in entry]
 
 
 def _fid_reporter_base():
@@ -253,20 +259,23 @@ class PendingWatch:
     A trial that waits while others of the search run is just queued. One that waits with nothing
     running means the cluster lacks room (still scaling up, or something else holds it): the
     search says so within a minute, with what the trial needs and what the cluster has, and after
-    `timeout_s` it stops (resumable with --resume) instead of waiting forever.
+    `timeout_s` it stops instead of waiting forever. It stops the way Ctrl+C does (Tune's SIGUSR1
+    handler), so the waiting trials stay in Tune's saved state and --resume runs them.
     """
 
     def __init__(self, needs: list[Bundle], timeout_s: float):
         self.needs = needs
         self.timeout_s = timeout_s
+        self.first_notice = min(PENDING_NOTICE_S, timeout_s / 2)
         self.idle_since: float | None = None
-        self.next_notice = PENDING_NOTICE_S
+        self.next_notice = self.first_notice
         self.failure: str | None = None
+        self.interrupted_tune = False  # stopped through Tune's signal handler, not through the stopper
 
     def check(self, trials) -> None:
         statuses = [trial.status for trial in trials]
         if "RUNNING" in statuses or "PENDING" not in statuses:
-            self.idle_since, self.next_notice = None, PENDING_NOTICE_S
+            self.idle_since, self.next_notice = None, self.first_notice
             return
         now = time.monotonic()
         self.idle_since = self.idle_since or now
@@ -277,14 +286,25 @@ class PendingWatch:
         free = describe(_available_resources())
         needed = describe(add_up(self.needs))
         if waited >= self.timeout_s:
-            self.failure = (f"no trial could start for {waited / 60:.0f} min: a trial needs {needed} and the cluster "
-                            f"has {free} free ({describe(read_capacity().total())} in all). Free the cluster or "
-                            "let it grow, then continue with --resume")
+            self.failure = (f"no trial could start for {duration_text(waited)}: a trial needs {needed} and the "
+                            f"cluster has {free} free ({describe(read_capacity().total())} in all). Free the cluster "
+                            "or let it grow, then continue with --resume")
             _say(f"stopping the search: {self.failure}")
+            self.interrupted_tune = _interrupt_tune()
         else:
             _say(f"the next trial has waited {waited:.0f} s for room: it needs {needed}; the cluster has {free} "
                  f"free ({describe(read_capacity().total())} in all). The search stops after "
-                 f"{self.timeout_s / 60:.0f} min without room (--cluster-timeout)")
+                 f"{duration_text(self.timeout_s)} without room (--cluster-timeout)")
+
+
+def _interrupt_tune() -> bool:
+    """End the Tune run as Ctrl+C would, keeping unfinished trials resumable: Tune's own SIGUSR1 handler,
+    which `tune.run` installs when it runs in the main thread. False where it cannot."""
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "SIGUSR1") \
+            or signal.getsignal(signal.SIGUSR1) in (signal.SIG_DFL, signal.SIG_IGN, None):
+        return False
+    signal.raise_signal(signal.SIGUSR1)
+    return True
 
 
 def _available_resources() -> Bundle:
@@ -300,8 +320,8 @@ def _watch_stopper(watch: PendingWatch):
         def __call__(self, trial_id, result):
             return False
 
-        def stop_all(self):
-            return watch.failure is not None
+        def stop_all(self):  # the fallback: ends every trial, so --resume has none left to run
+            return watch.failure is not None and not watch.interrupted_tune
 
     return StopWhenStuck()
 
@@ -319,7 +339,12 @@ def _progress_callback(ledger: Ledger, stops: StopLog, context: TrialContext, sa
         died) is left exactly as it is.
         """
 
+        def __init__(self):
+            self.first_seen: dict[str, float] = {}
+
         def on_step_end(self, iteration, trials, **info):
+            for trial in trials:
+                self.first_seen.setdefault(trial.trial_id, time.time())
             watch.check(trials)
 
         def on_trial_start(self, iteration, trials, trial, **info):
@@ -327,7 +352,8 @@ def _progress_callback(ledger: Ledger, stops: StopLog, context: TrialContext, sa
             if record is None:
                 params = {name: trial.config[name] for name in context.space.dimension_names if name in trial.config}
                 record = TrialRecord(trial_id=trial.trial_id, number=len(ledger.records()) + 1, params=params,
-                                     run_uri=location(context.runs_uri).join(trial.trial_id).uri)
+                                     run_uri=location(context.runs_uri).join(trial.trial_id).uri,
+                                     queued_at=self.first_seen.get(trial.trial_id, time.time()), started_at=time.time())
             elif record.finished:
                 _say(f"trial {record.number}/{samples} {trial.trial_id} had {record.status} before the restart: "
                      "its results are kept")
@@ -441,14 +467,21 @@ def check_search(space: SearchSpace, settings: SearchSettings, overrides: dict[s
         raise SearchError(str(error)) from None
     capacity = read_capacity()
     nodes = capacity.nodes + capacity.launchable
-    concurrent = 1
-    while concurrent < settings.concurrent and fits(one_trial * (concurrent + 1) + reserve, nodes):
-        concurrent += 1
+    concurrent = trials_at_once(one_trial, reserve, nodes, settings.concurrent)
     if concurrent < settings.concurrent:
         log.warning("running %d trial(s) at once, not %d: each needs %s and the cluster %s %s%s", concurrent,
                     settings.concurrent, describe(add_up(one_trial)), "may grow to" if capacity.can_grow else "has",
                     describe(add_up(nodes)), f" ({DATA_READ_CPUS:g} CPU kept for reading data)" if reserve else "")
     return experiment, manifest, concurrent
+
+
+def trials_at_once(one_trial: list[Bundle], reserve: list[Bundle], nodes: list[Bundle], wanted: int) -> int:
+    """How many trials (at least one, at most `wanted`) fit on `nodes` together, CPUs and GPUs alike: four
+    trials of a quarter GPU and one CPU each share a 4-CPU, 1-GPU node."""
+    concurrent = 1
+    while concurrent < wanted and fits(one_trial * (concurrent + 1) + reserve, nodes):
+        concurrent += 1
+    return concurrent
 
 
 def run_search(space: SearchSpace | None, *, storage_uri: str, name: str, data_uri: str | None = None,
@@ -518,7 +551,9 @@ def run_search(space: SearchSpace | None, *, storage_uri: str, name: str, data_u
     log.info("search %s: %d trials of %s, %d at a time, %s; results in %s", name, settings.samples, space.source,
              concurrent_trials, "ASHA on FID" if settings.scheduler == "asha" else "no early stopping", folder.uri)
     results = tuner.fit()  # returns (does not raise) when interrupted by Ctrl+C, with Tune's state saved
-    every_trial_ended = len(results) >= settings.samples and results.num_terminated + results.num_errors == len(results)
+    # (Tune calls the trials a stuck search never placed "terminated" too.)
+    every_trial_ended = (watch.failure is None and len(results) >= settings.samples
+                         and results.num_terminated + results.num_errors == len(results))
     if every_trial_ended:
         _close_lost_trials(ledger)
 

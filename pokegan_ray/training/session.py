@@ -106,7 +106,12 @@ class TuneTrialSession:
 
     def __init__(self, experiment: ExperimentConfig):
         self.experiment = experiment
-        self.device = torch.device("cuda" if experiment.scale.use_gpu and torch.cuda.is_available() else "cpu")
+        if experiment.scale.use_gpu and not torch.cuda.is_available():
+            # Ray gave this trial a GPU share (CUDA_VISIBLE_DEVICES), but torch sees no GPU: a node whose
+            # "GPU" resource has no driver behind it. Training on its CPU instead would be silently slow.
+            raise RuntimeError(f"scale.use_gpu is true, but torch sees no GPU on this trial's node "
+                               f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '')!r})")
+        self.device = torch.device("cuda" if experiment.scale.use_gpu else "cpu")
         self.last_fid = math.inf
         self.best_fid = math.inf
 
@@ -160,7 +165,7 @@ def load_within(load: Callable[[], InMemoryImages], rank: int, timeout_s: float)
     reader = threading.Thread(target=read, name="pokegan-read-shard", daemon=True)
     reader.start()
     started = time.monotonic()
-    next_notice = DATA_WAIT_NOTICE_S
+    next_notice = min(DATA_WAIT_NOTICE_S, timeout_s / 2)
     while reader.is_alive():
         reader.join(timeout=1.0)
         waited = time.monotonic() - started

@@ -102,6 +102,14 @@ def check_cluster(experiment: ExperimentConfig, storage_uri: str, cluster: Clust
         raise TrainError(str(error)) from None
 
 
+def scaling_config(experiment: ExperimentConfig):
+    """Ray Train's ScalingConfig: the workers, and each one's CPU (and GPU share) reservation."""
+    from ray.train import ScalingConfig
+
+    scale = experiment.scale
+    return ScalingConfig(num_workers=scale.workers, use_gpu=scale.use_gpu, resources_per_worker=scale.worker_resources())
+
+
 def ray_storage(storage: Location) -> dict[str, Any]:
     """RunConfig arguments for a Location: pyarrow wants `bucket/key`, not `s3://bucket/key`."""
     return {"storage_path": storage.path, "storage_filesystem": storage.filesystem}
@@ -155,7 +163,7 @@ def train(raw_config: dict[str, Any], *, storage_uri: str, name: str | None = No
     `warm_start_uri` (a checkpoint or registry model file) starts G and its EMA from that file's
     EMA generator instead of random weights; D and the optimisers start fresh. On a cluster that
     may grow, waits (up to `cluster.wait_timeout_s`) for the nodes the workers need."""
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig
     from ray.train.torch import TorchTrainer
 
     from pokegan_ray.data.reader import open_prepared
@@ -174,8 +182,7 @@ def train(raw_config: dict[str, Any], *, storage_uri: str, name: str | None = No
         train_worker,
         train_loop_config={"experiment": experiment.to_dict(), "run": run.context.to_dict()},
         datasets={"train": open_prepared(experiment.data.uri, experiment.data.resolution, rows=experiment.data.rows)},
-        scaling_config=ScalingConfig(num_workers=scale.workers, use_gpu=scale.use_gpu,
-                                     resources_per_worker=scale.worker_resources()),
+        scaling_config=scaling_config(experiment),
         run_config=RunConfig(
             name=run.name, **ray_storage(storage),
             failure_config=FailureConfig(
