@@ -389,7 +389,7 @@ def run_generate(args: argparse.Namespace) -> int:
     return 0
 
 
-def ensure_default_data(raw: dict, cluster) -> None:
+def ensure_default_data(raw: dict, cluster=None) -> None:
     """The bundled set is prepared on first use when training uses the default data location."""
     from pokegan_ray.data.prepare import MANIFEST_NAME, PrepareOptions, prepare
     from pokegan_ray.storage import location
@@ -397,16 +397,17 @@ def ensure_default_data(raw: dict, cluster) -> None:
     uri = raw.get("data", {}).get("uri", DEFAULT_DATA)
     if uri == DEFAULT_DATA and not location(uri).join(MANIFEST_NAME).exists():
         log.info("no prepared set at %s yet: preparing the bundled Pokémon set first", uri)
-        prepare("bundled", uri, PrepareOptions(), cluster)
+        prepare("bundled", uri, PrepareOptions(), cluster or cluster_options())
 
 
-def cluster_options(args: argparse.Namespace):
-    """How this command treats the Ray cluster: its own local one, or the one RAY_ADDRESS names."""
+def cluster_options(args: argparse.Namespace | None = None):
+    """How this command treats the Ray cluster: its own local one, or the one RAY_ADDRESS names.
+    Without `args` (a script), the options' defaults."""
     from pokegan_ray.cluster import ClusterOptions
 
     return ClusterOptions(pokegan_started=not os.environ.get("RAY_ADDRESS"),
-                          wait_timeout_s=args.cluster_timeout * 60,
-                          shared_filesystem=args.shared_filesystem)
+                          wait_timeout_s=getattr(args, "cluster_timeout", DEFAULT_WAIT_TIMEOUT_S / 60) * 60,
+                          shared_filesystem=getattr(args, "shared_filesystem", False))
 
 
 def _require_shared_storage(places: dict[str, str], cluster) -> None:
@@ -418,7 +419,7 @@ def _require_shared_storage(places: dict[str, str], cluster) -> None:
         raise UsageError(str(error)) from None
 
 
-def init_ray(args: argparse.Namespace):
+def init_ray(args: argparse.Namespace | None = None):
     """Join the cluster named by RAY_ADDRESS, or start a local one; returns the ClusterOptions."""
     # Ray Data's progress bars redraw every second from every worker and bury the progress lines.
     quiet = {"RAY_DATA_DISABLE_PROGRESS_BARS": os.environ.get("RAY_DATA_DISABLE_PROGRESS_BARS", "1")}

@@ -149,8 +149,13 @@ def wait_for_capacity(bundles: list[Bundle], what: str, options: ClusterOptions,
 
     `what` names the job in messages ("run X: 2 Train workers"). On a cluster that may grow,
     asks the autoscaler for the bundles, says what it waits for (and again every minute) and
-    fails with ClusterError after `options.wait_timeout_s`.
+    fails with ClusterError after `options.wait_timeout_s`. Without `ray.init` there is no cluster
+    to wait for yet (Ray Data starts a local one on first use).
     """
+    import ray
+
+    if not ray.is_initialized():
+        return
     capacity = read_capacity()
     if fits(bundles, capacity.nodes):
         return
@@ -169,7 +174,7 @@ def wait_for_capacity(bundles: list[Bundle], what: str, options: ClusterOptions,
     source = ("asked the autoscaler for nodes" if capacity.has_autoscaler
               else "no autoscaler reports to this cluster: start nodes that can hold it")
     say(f"{what} waits for the cluster: it needs {needed} and the cluster has {describe(capacity.total())} "
-        f"on {len(capacity.nodes)} node(s); {source}. Giving up after {_duration(timeout)}")
+        f"on {len(capacity.nodes)} node(s); {source}. Giving up after {duration_text(timeout)}")
     started = last_said = time.monotonic()
     try:
         while True:
@@ -178,20 +183,20 @@ def wait_for_capacity(bundles: list[Bundle], what: str, options: ClusterOptions,
             waited = time.monotonic() - started
             if fits(bundles, capacity.nodes):
                 say(f"{what}: the cluster has room now ({describe(capacity.total())} on "
-                    f"{len(capacity.nodes)} node(s), after {_duration(waited)})")
+                    f"{len(capacity.nodes)} node(s), after {duration_text(waited)})")
                 return
             if _same_request(bundles, capacity.autoscaler.infeasible_constraints):
                 raise ClusterError(f"{what} needs {needed} (bundles {_bundles_text(bundles)}), more than this cluster "
                                    "can ever hold: its autoscaler says none of its node types can fulfil that (`ray "
                                    "status`). Ask for less, or add a node type that fits to the cluster config")
             if waited >= timeout:
-                raise ClusterError(f"{what} waited {_duration(waited)} for {needed}, but the cluster still has "
+                raise ClusterError(f"{what} waited {duration_text(waited)} for {needed}, but the cluster still has "
                                    f"{describe(capacity.total())} on {len(capacity.nodes)} node(s). Check the "
                                    "autoscaler (`ray status`, its monitor log: quota, spot capacity) or wait "
                                    "longer (--cluster-timeout)")
             if time.monotonic() - last_said >= REMIND_INTERVAL_S:
                 last_said = time.monotonic()
-                say(f"{what} still waits ({_duration(waited)} of {_duration(timeout)}): the cluster has "
+                say(f"{what} still waits ({duration_text(waited)} of {duration_text(timeout)}): the cluster has "
                     f"{describe(capacity.total())} on {len(capacity.nodes)} node(s)")
     finally:
         _ask_autoscaler([])
@@ -262,7 +267,8 @@ def _node_types_text(node_types: list[ray_compat.NodeType] | None) -> str:
     return "; ".join(parts) or "no node type it may launch"
 
 
-def _duration(seconds: float) -> str:
+def duration_text(seconds: float) -> str:
+    """42 -> '42s', 900 -> '15m00s'."""
     seconds = int(round(seconds))
     return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
 

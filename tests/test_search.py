@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -22,6 +23,7 @@ from PIL import Image
 from local_clusters import short_temp_dir, stop_processes_under
 from image_files import prepare_two_type_set
 from pokegan_ray import cli
+from pokegan_ray.cluster import ClusterOptions
 from pokegan_ray.search.ledger import COMPLETED, FAILED, STOPPED, Ledger
 from pokegan_ray.search.runner import SearchError, run_search
 from pokegan_ray.search.space import SearchSpace
@@ -199,6 +201,27 @@ def test_resume_after_the_driver_is_killed_keeps_finished_trials_and_ends_every_
     assert f"trial 1/3 {finished.trial_id} had completed before the restart" in resumed.stdout
 
 
+def test_a_search_that_cannot_place_a_trial_says_so_and_stops_after_the_timeout(ray_cluster, labelled_data, tmp_path,
+                                                                                capsys):
+    from ray.util.placement_group import placement_group, remove_placement_group
+
+    left_behind = placement_group([{"CPU": 1.8}])  # the cluster has 2 CPUs: a 0.5-CPU trial fits it, not now
+    assert left_behind.wait(timeout_seconds=60)
+    try:
+        outcome = run_search(space([trial("dcgan")]), storage_uri=str(tmp_path), name="stuck",
+                             data_uri=labelled_data, cluster=ClusterOptions(wait_timeout_s=20))
+    finally:
+        remove_placement_group(left_behind)
+    assert outcome.failure and re.search(r"no trial could start for 2\ds", outcome.failure)
+    assert "needs 0.5 CPU" in outcome.failure and "0.2 CPU free" in outcome.failure
+    assert outcome.interrupted and "--resume" in outcome.failure
+    said = capsys.readouterr().out
+    assert re.search(r"the next trial has waited 1\d s for room: it needs 0.5 CPU", said)
+    # Stopped like Ctrl+C: with room again, --resume runs the trial that waited.
+    resumed = run_search(None, storage_uri=str(tmp_path), name="stuck", resume=True)
+    assert [record.status for record in resumed.records] == [COMPLETED] and not resumed.failure
+
+
 def test_bad_searches_fail_before_ray_tune_starts(ray_cluster, labelled_data, tmp_path):
     with pytest.raises(SearchError, match="train.eval_every is 0"):
         run_search(space([trial("dcgan")]), storage_uri=str(tmp_path), name="a", data_uri=labelled_data,
@@ -209,7 +232,7 @@ def test_bad_searches_fail_before_ray_tune_starts(ray_cluster, labelled_data, tm
     with pytest.raises(SearchError, match="needs 2.5 CPU; this Ray cluster has 2 CPU and cannot grow"):
         run_search(space([trial("dcgan")]), storage_uri=str(tmp_path), name="c", data_uri=labelled_data,
                    overrides={"scale": {"cpus_per_worker": 2.5}})
-    with pytest.raises(SearchError, match=r"first trial needs 4 CPU, 1 GPU; this Ray cluster has 2 CPU"):
+    with pytest.raises(SearchError, match=r"first trial needs 1 CPU, 0.25 GPU; this Ray cluster has 2 CPU and cannot"):
         run_search(SearchSpace.load(str(SPACES / "default.yaml")), storage_uri=str(tmp_path), name="gpu",
                    data_uri=labelled_data)  # a GPU cluster's space on this 2-CPU cluster
     with pytest.raises(SearchError, match="no search 'missing'"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import signal
 import threading
 from pathlib import Path
@@ -16,6 +17,7 @@ from PIL import Image
 
 from conftest import TEST_SECRET_KEY, s3_keys
 from image_files import prepare_two_type_set, write_two_type_source
+from pokegan_ray.cluster import ClusterOptions
 from pokegan_ray.data import PrepareOptions, prepare
 from pokegan_ray.storage import location
 from pokegan_ray.training.checkpoint import FILE_NAME, load_checkpoint
@@ -191,6 +193,25 @@ def test_a_non_finite_loss_stops_the_run_with_a_clear_status(ray_cluster, local_
     assert [state["step"] for state in states] == [2]
     assert all(torch.isfinite(tensor).all() for tensor in states[0]["generator"].values()
                if tensor.is_floating_point())
+
+
+def test_a_run_whose_data_reads_cannot_get_a_cpu_says_so_and_fails_after_the_timeout(ray_cluster, local_data,
+                                                                                    tmp_path, capfd):
+    """The hang seen in a search: a placement group left behind holds the CPUs Ray Data's read tasks need.
+    The run's worker fits in what is left, its data never comes; it must not wait in silence forever."""
+    from ray.util.placement_group import placement_group, remove_placement_group
+
+    left_behind = placement_group([{"CPU": 1.5}])  # of the cluster's 2 CPUs; the worker takes the other 0.5
+    assert left_behind.wait(timeout_seconds=60)
+    try:
+        outcome = train(config(data={"uri": local_data}, scale={"workers": 1}), storage_uri=str(tmp_path),
+                        name="starved", cluster=ClusterOptions(wait_timeout_s=20))
+    finally:
+        remove_placement_group(left_behind)
+    assert outcome.status == "failed" and outcome.step == 0
+    assert "did not arrive within 20 s" in outcome.message and "waited for CPUs" in outcome.message
+    # Said on the terminal (the worker's line reaches the driver's), well before giving up.
+    assert re.search(r"worker 0 has waited 1\d s for its share of the data", capfd.readouterr().out)
 
 
 @pytest.mark.parametrize("raw, storage, message", [
