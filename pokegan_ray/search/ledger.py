@@ -30,6 +30,8 @@ class TrialRecord:
     history: list[dict[str, Any]] = field(default_factory=list)
     # Each time the trial's process died (a lost node) and Tune restarted it: after_step, error.
     restarts: list[dict[str, Any]] = field(default_factory=list)
+    queued_at: float = 0.0  # Unix time the search created the trial (a free slot), before Tune placed it
+    started_at: float = 0.0  # Unix time Tune had started the trial's process
 
     @property
     def finished(self) -> bool:

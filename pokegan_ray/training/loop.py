@@ -94,6 +94,7 @@ def run_training(experiment: ExperimentConfig, run: RunContext, session: Session
     window = MetricWindow(session, len(shard) // batch_size)
     while progress.step < train.steps:
         train_step(gan, experiment, progress, batches, window, session)
+        progress.first_step_at = progress.first_step_at or time.time()
         step = progress.step
         if not session.all_true(window.last_finite()):
             if writer:
@@ -225,6 +226,8 @@ def report(gan: Gan, experiment: ExperimentConfig, run: RunContext, progress: "P
         "data_wait_fraction": window.data_seconds / max(seconds, 1e-9),
         "nonfinite": 0.0,
         "resumed_from_step": float(progress.resumed_from_step),
+        # Wall-clock time (Unix seconds) this process finished its first step: start-up cost, seen from outside.
+        "first_step_at": progress.first_step_at,
         **window.mean_across_ranks(),
         # Per rank, not averaged: equal on every rank while DDP keeps the replicas in step.
         "generator_checksum": parameter_checksum(gan.generator),
@@ -277,6 +280,7 @@ class Progress:
     real_batches: int = 0  # per-worker real batches consumed by D steps
     history: list[dict[str, float]] = field(default_factory=list)
     resumed_from_step: int = 0  # the checkpoint this process continued from (0: a fresh start)
+    first_step_at: float = 0.0  # Unix time this process finished its first step
 
     def images_seen(self, experiment: ExperimentConfig) -> int:
         """Real images shown to D, over all workers."""
