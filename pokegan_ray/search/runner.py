@@ -443,8 +443,10 @@ def check_search(space: SearchSpace, settings: SearchSettings, overrides: dict[s
                  storage_uri: str, cluster: ClusterOptions) -> tuple[ExperimentConfig, dict[str, Any], int]:
     """Everything that can fail before Ray Tune starts: (base config, data manifest, trials at once).
 
-    On a cluster that may grow this waits until one trial fits; concurrency is what fits at once
-    in the largest cluster the search may get (the autoscaler's maximum, else today's nodes).
+    On a cluster that may grow this waits until one trial fits. Concurrency is what fits at once in
+    the largest cluster the search may get: the autoscaler's maximum where Ray publishes it, else
+    today's nodes. An autoscaler that does not say its maximum (Ray 2.60's) gets the space's
+    concurrency as asked: the trials that wait for room are the demand that makes it add nodes.
     """
     clashes = [f"{section}.{key}" for section, keys in overrides.items() for key in keys
                if f"{section}.{key}" in space.dimension_names]
@@ -466,6 +468,8 @@ def check_search(space: SearchSpace, settings: SearchSettings, overrides: dict[s
     except ClusterError as error:
         raise SearchError(str(error)) from None
     capacity = read_capacity()
+    if capacity.autoscaler.reporting and capacity.node_types is None:
+        return experiment, manifest, settings.concurrent
     nodes = capacity.nodes + capacity.launchable
     concurrent = trials_at_once(one_trial, reserve, nodes, settings.concurrent)
     if concurrent < settings.concurrent:
