@@ -542,7 +542,7 @@ def run_search(space: SearchSpace | None, *, storage_uri: str, name: str, data_u
             trainable,
             tune_config=tune.TuneConfig(num_samples=settings.samples, search_alg=_searcher(space, settings, manifest),
                                         scheduler=_scheduler(settings, experiment, stops),
-                                        max_concurrent_trials=concurrent_trials),
+                                        max_concurrent_trials=concurrent_trials, trial_dirname_creator=_trial_dirname),
             run_config=tune.RunConfig(
                 name=name, storage_path=storage.path, storage_filesystem=storage.filesystem,
                 stop=_stopper(settings, stops, watch),
@@ -567,6 +567,12 @@ def run_search(space: SearchSpace | None, *, storage_uri: str, name: str, data_u
     outcome = search_results.write_results(folder, records, space)
     interrupted = not every_trial_ended or any(record.status == RUNNING for record in records)
     return dataclasses.replace(outcome, interrupted=interrupted, failure=watch.failure)
+
+
+def _trial_dirname(trial) -> str:
+    """Tune's folder of a trial (its checkpoints, for a single-worker trial): short, by trial id, instead of
+    Tune's default that spells out every sampled value."""
+    return f"trial_{trial.trial_id}"
 
 
 def _searcher(space: SearchSpace, settings: SearchSettings, manifest: dict[str, Any]):
