@@ -51,7 +51,8 @@ TRIAL_DRIVER_CPUS = 0.01
 DATA_READ_CPUS = 1.0
 # A trial whose process dies (its node went away) is restarted from its last checkpoint this many times.
 TRIAL_MAX_FAILURES = 3
-# The metric Optuna minimises: the lowest FID a trial reached (its best checkpoint).
+# The metric Optuna minimises: the lowest FID a trial reached (its best checkpoint); every FID report of the
+# training loop carries it, computed from the run's history, so it survives restarts.
 SEARCH_METRIC = "best_fid"
 # A trial that cannot be placed while nothing else of the search runs is reported after this long.
 PENDING_NOTICE_S = 45.0
@@ -184,18 +185,13 @@ def _fid_reporter_base():
 
 
 class FidReporter(_fid_reporter_base()):
-    """Passes Ray Train's reports that carry an FID on to Tune, adding the lowest FID so far."""
-
-    def __init__(self):
-        super().__init__()
-        self.best_fid = math.inf
+    """Passes Ray Train's reports that carry an FID on to Tune (rank 0's, with the run's best FID so far)."""
 
     def after_report(self, run_context, metrics, checkpoint):
         first = metrics[0]
         if "fid" not in first:
             return
-        self.best_fid = min(self.best_fid, first["fid"])
-        super().after_report(run_context, [{**first, SEARCH_METRIC: self.best_fid, "evaluated": 1.0}], checkpoint)
+        super().after_report(run_context, [{**first, "evaluated": 1.0}], checkpoint)
 
 
 # -- early stopping that says why -----------------------------------------------------------

@@ -238,6 +238,11 @@ def report(gan: Gan, experiment: ExperimentConfig, run: RunContext, progress: "P
             writer.write_sample_grid(gan.ema.module, step)
         if train.evaluation_due(step):
             metrics.update(writer.evaluate(gan.ema.module))
+        # The run's FIDs so far, from its history, so they survive a restart from a checkpoint.
+        fids = [entry["fid"] for entry in progress.history if "fid" in entry] + [metrics.get("fid", math.inf)]
+        if any(math.isfinite(fid) for fid in fids):
+            metrics["best_fid"] = min(fids)
+            metrics["last_fid"] = next(fid for fid in reversed(fids) if math.isfinite(fid))
         progress.history.append({k: float(v) for k, v in metrics.items()})
         writer.log_progress(metrics, train.steps)
         writer.write_tensorboard(metrics)

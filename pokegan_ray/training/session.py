@@ -99,7 +99,8 @@ class TuneTrialSession:
     Only reports that Tune acts on are sent: evaluations (the scheduler, stopper and searcher
     compare FIDs) and checkpoints (Tune keeps them and restarts a failed trial from the latest).
     Every report carries `fid` and `best_fid` (Tune checks that each result has the metrics its
-    scheduler and searcher use); `evaluated` says whether this report's FID is new.
+    scheduler and searcher use): a report without a new FID carries the last one, and
+    `evaluated` says whether this report's FID is new.
     """
 
     rank, world_size = 0, 1
@@ -112,8 +113,6 @@ class TuneTrialSession:
             raise RuntimeError(f"scale.use_gpu is true, but torch sees no GPU on this trial's node "
                                f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '')!r})")
         self.device = torch.device("cuda" if experiment.scale.use_gpu else "cpu")
-        self.last_fid = math.inf
-        self.best_fid = math.inf
 
     def load_shard(self) -> InMemoryImages:
         data = self.experiment.data
@@ -129,12 +128,10 @@ class TuneTrialSession:
         from ray import tune
 
         evaluated = "fid" in metrics
-        if evaluated:
-            self.last_fid = metrics["fid"]
-            self.best_fid = min(self.best_fid, metrics["fid"])
         if not evaluated and checkpoint_state is None:
             return
-        result = {**metrics, "fid": self.last_fid, "best_fid": self.best_fid, "evaluated": float(evaluated)}
+        result = {**metrics, "fid": metrics.get("fid", metrics.get("last_fid", math.inf)),
+                  "best_fid": metrics.get("best_fid", math.inf), "evaluated": float(evaluated)}
         with tempfile.TemporaryDirectory() as folder:
             checkpoint = None
             if checkpoint_state is not None:
