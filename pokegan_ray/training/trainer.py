@@ -91,13 +91,12 @@ def worker_bundles(experiment: ExperimentConfig) -> list[dict[str, float]]:
     return [experiment.scale.worker_resources() for _ in range(experiment.scale.workers)]
 
 
-def check_cluster(experiment: ExperimentConfig, storage_uri: str, cluster: ClusterOptions, what: str,
-                  bundles: list[dict[str, float]] | None = None) -> None:
+def check_cluster(experiment: ExperimentConfig, storage_uri: str, cluster: ClusterOptions, what: str) -> None:
     """The run's storage and data must be reachable from every node, and the cluster must (come to) hold
     its workers: waits for nodes on a cluster that may grow, fails at once when it never can."""
     try:
         require_shared_storage({"--data": experiment.data.uri, "--storage": storage_uri}, cluster)
-        wait_for_capacity(bundles or worker_bundles(experiment), what, cluster, say=_say)
+        wait_for_capacity(worker_bundles(experiment), what, cluster, say=_say)
     except ClusterError as error:
         raise TrainError(str(error)) from None
 
@@ -117,7 +116,8 @@ def ray_storage(storage: Location) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class PreparedRun:
-    """A run folder ready for training: its resolved config written, any old status removed."""
+    """A run about to train: its name, folder, resolved config and what its workers are told
+    (`write_run_config` then puts the config in the folder)."""
 
     name: str
     folder: Location
