@@ -3,8 +3,9 @@
 One step is what the loop does per generator step in steady state: `n_critic` discriminator
 steps (from the preset's default config; the WGAN paper's 100-step warm-up is left out) and
 one generator step, each with its backward pass, optimiser step, DiffAugment and, where the
-loss has them, gradient penalty or weight clipping. Data are random tensors already in memory,
-so the time is the models' and losses' alone.
+loss has them, gradient penalty or weight clipping; the "lightweight" preset's D also runs its
+reconstruction decoders on the real batch. Data are random tensors already in memory, so the
+time is the models' and losses' alone.
 
     python benchmarks/model_step.py [--steps 3] [--batch 64] [--warmup 1]
 

@@ -7,6 +7,7 @@ from torch import nn
 
 from pokegan_ray.losses import LOSSES, GanConfig
 from pokegan_ray.models import (
+    ARCHITECTURES,
     UPSAMPLERS,
     GeneratorEma,
     ModelConfig,
@@ -62,10 +63,11 @@ def test_wgan_gp_preset_discriminator_has_no_batchnorm():
     assert nn.BatchNorm2d not in kinds and nn.GroupNorm in kinds
 
 
-def test_wgan_gp_discriminator_treats_samples_independently():
+@pytest.mark.parametrize("architecture", sorted(ARCHITECTURES))
+def test_wgan_gp_discriminator_treats_samples_independently(architecture):
     # The gradient penalty is per sample; a sample's score must not depend on its batch mates.
     torch.manual_seed(0)
-    _, discriminator = build_networks(ModelConfig(discriminator_norm="layer", **TINY))
+    _, discriminator = build_networks(ModelConfig(architecture=architecture, discriminator_norm="layer", **TINY))
     images = torch.randn(4, 3, 64, 64)
     assert torch.allclose(discriminator(images)[:1], discriminator(images[:1]), atol=1e-5)
 
@@ -91,9 +93,10 @@ def test_dcgan_initialisation():
         assert all((m.bias == 0).all() for m in norms)
 
 
-def test_palette_pixels_lie_in_the_convex_hull_of_their_image_palette():
+@pytest.mark.parametrize("architecture", sorted(ARCHITECTURES))
+def test_palette_pixels_lie_in_the_convex_hull_of_their_image_palette(architecture):
     torch.manual_seed(0)
-    config = ModelConfig(upsampler="palette", palette_size=6, **TINY)
+    config = ModelConfig(architecture=architecture, upsampler="palette", palette_size=6, **TINY)
     generator, _ = build_networks(config)
     assert isinstance(generator.output_head, PaletteHead)
     latent = torch.randn(4, TINY["latent_size"])
@@ -116,16 +119,19 @@ def test_palette_pixels_lie_in_the_convex_hull_of_their_image_palette():
     assert not torch.allclose(mixture.colours[0], mixture.colours[1])
 
 
-def test_palette_mixture_needs_the_palette_upsampler():
-    generator, _ = build_networks(ModelConfig(**TINY))
+@pytest.mark.parametrize("architecture", sorted(ARCHITECTURES))
+def test_palette_mixture_needs_the_palette_upsampler(architecture):
+    generator, _ = build_networks(ModelConfig(architecture=architecture, **TINY))
     with pytest.raises(ValueError, match="palette"):
         generator.palette_mixture(torch.randn(1, TINY["latent_size"]))
 
 
 @pytest.mark.parametrize("upsampler", sorted(UPSAMPLERS))
-def test_acgan_same_latent_different_types_give_different_images(upsampler):
+@pytest.mark.parametrize("architecture", sorted(ARCHITECTURES))
+def test_acgan_same_latent_different_types_give_different_images(architecture, upsampler):
     torch.manual_seed(0)
-    generator, _ = build_networks(ModelConfig(upsampler=upsampler, conditional=True, num_classes=NUM_CLASSES, **TINY))
+    config = ModelConfig(architecture=architecture, upsampler=upsampler, conditional=True, num_classes=NUM_CLASSES, **TINY)
+    generator, _ = build_networks(config)
     # Train mode (batch statistics) on purpose: a fresh network's running statistics would
     # squash every image to ~0. Both rows share a latent, so only the type can tell them apart.
     latent = torch.randn(1, TINY["latent_size"]).expand(2, -1)
@@ -135,9 +141,10 @@ def test_acgan_same_latent_different_types_give_different_images(upsampler):
     assert torch.allclose(same[0], same[1])
 
 
-def test_generator_rejects_labels_that_do_not_match_its_conditioning():
-    conditional, _ = build_networks(ModelConfig(conditional=True, num_classes=3, **TINY))
-    unconditional, _ = build_networks(ModelConfig(**TINY))
+@pytest.mark.parametrize("architecture", sorted(ARCHITECTURES))
+def test_generator_rejects_labels_that_do_not_match_its_conditioning(architecture):
+    conditional, _ = build_networks(ModelConfig(architecture=architecture, conditional=True, num_classes=3, **TINY))
+    unconditional, _ = build_networks(ModelConfig(architecture=architecture, **TINY))
     latent = torch.randn(2, TINY["latent_size"])
     with pytest.raises(ValueError, match="needs labels"):
         conditional(latent)

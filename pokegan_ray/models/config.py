@@ -79,6 +79,7 @@ def require_bool(key: str, value: Any) -> None:
 class ModelConfig:
     """Generator and discriminator shape. Defaults are the classic DCGAN at 64 px (G 3.6M, D 2.8M params)."""
 
+    # "dcgan" | "lightweight" (FastGAN-style; see pokegan_ray.models.lightweight).
     architecture: str = "dcgan"
     resolution_px: int = 64
     # 100 is the DCGAN paper's latent size.
@@ -97,6 +98,8 @@ class ModelConfig:
     conditional: bool = False
     # Number of types in the data set (0 when it has no labels). Needed when conditional.
     num_classes: int = 0
+    # lightweight only: per-pixel noise after each G block's conv, scaled by learnt weights that start at 0.
+    noise_injection: bool = False
 
     def __post_init__(self) -> None:
         require_choice("model.architecture", self.architecture, ARCHITECTURES)
@@ -109,6 +112,11 @@ class ModelConfig:
         require_choice("model.discriminator_norm", self.discriminator_norm, DISCRIMINATOR_NORMS)
         require_bool("model.conditional", self.conditional)
         require_int("model.num_classes", self.num_classes, minimum=0)
+        require_bool("model.noise_injection", self.noise_injection)
+        if self.noise_injection and self.architecture != "lightweight":
+            raise ValueError(
+                f"model.noise_injection applies to architecture='lightweight' only, not {self.architecture!r}; set it to false"
+            )
         if self.conditional and self.num_classes == 0:
             raise ValueError(
                 "model.num_classes must be > 0 when model.conditional is true: an AC-GAN needs class labels "

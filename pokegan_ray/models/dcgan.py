@@ -13,8 +13,12 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from pokegan_ray.models.layers import DISCRIMINATOR_NORMS, init_dcgan_weights
-from pokegan_ray.models.upsamplers import UPSAMPLERS, PaletteHead, PaletteMixture
+from pokegan_ray.models.layers import (
+    DISCRIMINATOR_NORMS,
+    GeneratorBase,
+    init_dcgan_weights,
+)
+from pokegan_ray.models.upsamplers import UPSAMPLERS
 
 if TYPE_CHECKING:
     from pokegan_ray.models.config import ModelConfig
@@ -37,17 +41,13 @@ def channel_widths(resolution_px: int, base_channels: int) -> list[int]:
     return widths
 
 
-class DcganGenerator(nn.Module):
+class DcganGenerator(GeneratorBase):
     """`forward(latent (B, latent_size), labels (B,) long or None) -> images (B, 3, R, R)` in [-1, 1]."""
 
     def __init__(self, config: ModelConfig):
-        super().__init__()
+        super().__init__(config)
         widths = channel_widths(config.resolution_px, config.generator_channels)
         upsampler = UPSAMPLERS[config.upsampler]
-        # AC-GAN conditioning multiplies the latent by a learnt per-type vector (as in
-        # PyTorch-GAN's AC-GAN): the input width stays latent_size, and every latent
-        # direction can be modulated by the type.
-        self.class_embedding = nn.Embedding(config.num_classes, config.latent_size) if config.conditional else None
         self.stem = nn.Sequential(
             nn.ConvTranspose2d(config.latent_size, widths[0], _SMALLEST_SIDE_PX, stride=1, padding=0, bias=False),
             nn.BatchNorm2d(widths[0]),
@@ -57,29 +57,8 @@ class DcganGenerator(nn.Module):
         self.output_head = upsampler.output_head(widths[-1], config.latent_size, config.palette_size)
         self.apply(init_dcgan_weights)
 
-    def latent_code(self, latent: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
-        if self.class_embedding is None:
-            if labels is not None:
-                raise ValueError("this generator is unconditional (model.conditional is false) but was given labels")
-            return latent
-        if labels is None:
-            raise ValueError("this generator is conditional (model.conditional is true) and needs labels")
-        return latent * self.class_embedding(labels)
-
     def _features(self, code: torch.Tensor) -> torch.Tensor:
         return self.blocks(self.stem(code[:, :, None, None]))
-
-    def forward(self, latent: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        code = self.latent_code(latent, labels)
-        return self.output_head(self._features(code), code)
-
-    def palette_mixture(self, latent: torch.Tensor, labels: torch.Tensor | None = None) -> PaletteMixture:
-        """The per-pixel weights and per-image palette behind `forward` (palette upsampler only),
-        e.g. to show each invented Pokémon's colours."""
-        if not isinstance(self.output_head, PaletteHead):
-            raise ValueError("palette_mixture needs model.upsampler='palette'")
-        code = self.latent_code(latent, labels)
-        return self.output_head.mixture(self._features(code), code)
 
 
 class DcganDiscriminator(nn.Module):

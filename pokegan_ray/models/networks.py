@@ -8,6 +8,10 @@ from typing import TYPE_CHECKING
 from torch import nn
 
 from pokegan_ray.models.dcgan import DcganDiscriminator, DcganGenerator
+from pokegan_ray.models.lightweight import (
+    LightweightDiscriminator,
+    LightweightGenerator,
+)
 
 if TYPE_CHECKING:
     from pokegan_ray.models.config import ModelConfig
@@ -16,7 +20,12 @@ if TYPE_CHECKING:
 # name -> (generator class, discriminator class); both take a ModelConfig.
 ARCHITECTURES: dict[str, tuple[Callable[[ModelConfig], nn.Module], Callable[[ModelConfig], nn.Module]]] = {
     "dcgan": (DcganGenerator, DcganDiscriminator),
+    "lightweight": (LightweightGenerator, LightweightDiscriminator),
 }
+
+# Architectures whose D has reconstruction decoders: `D(images, reconstruct=True)` returns
+# (scores, [(prediction, target), ...]) and the loss adds their MSE.
+SELF_SUPERVISED_ARCHITECTURES = frozenset({"lightweight"})
 
 
 def build_networks(config: ModelConfig) -> tuple[nn.Module, nn.Module]:

@@ -66,10 +66,12 @@ class PaletteMixture(NamedTuple):
 class PaletteHead(nn.Module):
     """Colour picker: each pixel = sum_k softmax_k(features) * palette_k(code)."""
 
-    def __init__(self, in_channels: int, code_size: int, palette_size: int):
+    def __init__(self, in_channels: int, code_size: int, palette_size: int, doubles_resolution: bool = True):
         super().__init__()
+        # doubles_resolution=False is for generators whose last block already reaches full size
+        # (lightweight); the Identity keeps the conv's state_dict key the same either way.
         self.to_weights = nn.Sequential(
-            nn.Upsample(scale_factor=2, mode="nearest"),
+            nn.Upsample(scale_factor=2, mode="nearest") if doubles_resolution else nn.Identity(),
             nn.Conv2d(in_channels, palette_size, 3, padding=1),
         )
         # The palette comes from the (class-conditioned) latent code rather than pooled
