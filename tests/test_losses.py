@@ -152,7 +152,7 @@ def test_discriminator_step_changes_only_d_and_generator_step_only_g(loss_name):
 
 @pytest.mark.parametrize("conditional", [False, True], ids=["unconditional", "acgan"])
 @pytest.mark.parametrize("loss_name", sorted(LOSSES))
-def test_steps_log_plain_floats_with_the_loss_terms(loss_name, conditional):
+def test_steps_log_detached_scalars_with_the_loss_terms(loss_name, conditional):
     torch.manual_seed(0)
     config = _config(loss_name, conditional=conditional)
     generator, discriminator = build_networks(config.model)
@@ -165,6 +165,7 @@ def test_steps_log_plain_floats_with_the_loss_terms(loss_name, conditional):
     expected_d = {"d_loss", "d_score_real", "d_score_fake", "d_accuracy_real", "d_accuracy_fake"}
     expected_d |= {
         "dcgan": {"d_loss_real", "d_loss_fake"},
+        "hinge": {"d_loss_real", "d_loss_fake"},
         "wgan": {"wasserstein_estimate"},
         "wgan-gp": {"wasserstein_estimate", "gradient_penalty"},
     }[loss_name]
@@ -174,7 +175,7 @@ def test_steps_log_plain_floats_with_the_loss_terms(loss_name, conditional):
         expected_g |= {"g_aux_loss", "g_aux_accuracy"}
     assert set(d_logs) == expected_d and set(g_logs) == expected_g
     for value in [*d_logs.values(), *g_logs.values()]:
-        assert type(value) is float and math.isfinite(value)
+        assert value.shape == () and not value.requires_grad and math.isfinite(value.item())
     for key in ("d_accuracy_real", "d_accuracy_fake"):
         assert 0.0 <= d_logs[key] <= 1.0
 
@@ -389,4 +390,112 @@ def test_steps_under_ddp_match_plain_modules(tmp_path):
     for plain_logs, wrapped_logs in zip(plain, wrapped):
         assert plain_logs.keys() == wrapped_logs.keys()
         for key in plain_logs:
-            assert wrapped_logs[key] == pytest.approx(plain_logs[key], rel=1e-4, abs=1e-6), key
+            assert wrapped_logs[key].item() == pytest.approx(plain_logs[key].item(), rel=1e-4, abs=1e-6), key
+
+
+# -- hinge loss, R1, adaptive augmentation, learning-rate schedules --------------------------
+def test_hinge_loss_against_a_hand_computation():
+    loss = build_loss(_config("hinge"))
+    real_scores, fake_scores = torch.tensor([2.0, 0.5, -1.0]), torch.tensor([-2.0, 0.0, 1.0])
+    total, terms = loss.discriminator_loss(real_scores, fake_scores)
+    # max(0, 1 - real) = [0, 0.5, 2]; max(0, 1 + fake) = [0, 1, 2]
+    assert terms["d_loss_real"].item() == pytest.approx(2.5 / 3)
+    assert terms["d_loss_fake"].item() == pytest.approx(3.0 / 3)
+    assert total.item() == pytest.approx(5.5 / 3)
+    assert loss.generator_loss(fake_scores).item() == pytest.approx(1.0 / 3)  # -mean(fake)
+
+
+def test_r1_penalty_of_a_linear_critic_is_gamma_half_norm_squared_every_interval():
+    torch.manual_seed(0)
+    config = _config("hinge", augment_policy="", r1_gamma=2.0, r1_interval=4)
+    weight = torch.randn(3, 64, 64)
+    weight = 3.0 * weight / weight.norm()  # ||grad_x D|| = ||w|| = 3 for every x
+    critic = LinearCritic(weight)
+    real, fake = torch.randn(4, 3, 64, 64) * 1e-3, torch.randn(4, 3, 64, 64) * 1e-3  # scores ~0: hinge = 2
+    optimizer = torch.optim.SGD(critic.parameters(), lr=0.0)
+    loss = build_loss(config)
+    logs = [loss.discriminator_step(FixedGenerator(fake), critic, optimizer, real) for _ in range(5)]
+    assert logs[0]["r1_penalty"].item() == pytest.approx(9.0, rel=1e-5)
+    hinge = logs[0]["d_loss_real"] + logs[0]["d_loss_fake"]
+    # Lazy: gamma / 2 * ||w||^2 * interval on the 1st and 5th steps, nothing in between.
+    assert logs[0]["d_loss"].item() == pytest.approx(hinge.item() + 0.5 * 2.0 * 9.0 * 4, rel=1e-5)
+    assert [("r1_penalty" in log) for log in logs] == [True, False, False, False, True]
+    with pytest.raises(ValueError, match="r1_gamma does not apply to loss.name='wgan-gp'"):
+        _config("wgan-gp", r1_gamma=1.0)
+
+
+class BiasOnlyCritic(nn.Module):
+    """One shared output for every image: it cannot tell real from fake, whatever it learns."""
+
+    def __init__(self):
+        super().__init__()
+        self.bias = nn.Parameter(torch.zeros(()))
+
+    def forward(self, images):
+        return self.bias.expand(images.shape[0], 1)
+
+
+def _adaptive_run(critic, start_probability: float, steps: int = 40):
+    torch.manual_seed(0)
+    config = _config("hinge", augment_probability="adaptive", ada_interval=2, ada_adjust_images=400,
+                     discriminator_learning_rate=1e-2)
+    loss = build_loss(config)
+    loss.augment.load_state_dict({"augment_probability": start_probability, "ada_overfitting": 0.0,
+                                  "ada_sums": [0.0, 0.0]})
+    real = torch.rand(8, 3, 64, 64) * 0.2 + 0.8  # bright reals, dark fakes: easy to memorise
+    generator = FixedGenerator(-torch.rand(8, 3, 64, 64) * 0.2 - 0.8)
+    optimizer = torch.optim.Adam(critic.parameters(), lr=1e-2)
+    logs = [loss.discriminator_step(generator, critic, optimizer, real) for _ in range(steps)]
+    return [log["augment_probability"].item() for log in logs], [log["ada_overfitting"].item() for log in logs]
+
+
+def test_adaptive_augmentation_rises_when_d_overfits_and_falls_when_it_cannot():
+    # A D that can memorise the 8 reals: r_t = E[sign(D(real))] -> 1 > 0.6, so p rises from 0.
+    overfitting = nn.Sequential(nn.Flatten(), nn.Linear(3 * 64 * 64, 1))
+    probabilities, overfit_signal = _adaptive_run(overfitting, start_probability=0.0)
+    assert overfit_signal[-1] > 0.6
+    assert probabilities[-1] > 0.5 and probabilities == sorted(probabilities)
+    # A D that cannot tell them apart: r_t = 0 < 0.6, so p falls from where it was.
+    probabilities, overfit_signal = _adaptive_run(BiasOnlyCritic(), start_probability=0.5)
+    assert overfit_signal[-1] < 0.6
+    assert probabilities[-1] < 0.1 and probabilities == sorted(probabilities, reverse=True)
+
+
+def test_augment_probability_chooses_per_sample_and_fixed_one_is_diff_augment_itself():
+    torch.manual_seed(0)
+    x = torch.rand(400, 3, 8, 8)
+    none = diff_augment(x, "cutout", torch.tensor(0.0))
+    assert torch.equal(none, x)
+    some = diff_augment(x, "cutout", torch.tensor(0.5))
+    changed = (some != x).flatten(1).any(dim=1).float().mean().item()
+    assert 0.4 < changed < 0.6
+    torch.manual_seed(1)
+    always = diff_augment(x, "cutout", 1.0)
+    torch.manual_seed(1)
+    assert torch.equal(always, diff_augment(x, "cutout"))
+    with pytest.raises(ValueError, match="adaptive.*wgan-gp"):
+        _config("wgan-gp", augment_probability="adaptive")
+    with pytest.raises(ValueError, match="augment_probability"):
+        _config("hinge", augment_probability=1.5)
+
+
+@pytest.mark.parametrize(
+    ("schedule", "step", "epoch", "expected"),
+    [
+        ("constant", 900, 95, (1.0, 1.0)),
+        ("step", 90, 9, (1.0, 1.0)),
+        ("step", 100, 10, (0.9, 0.8)),  # the MRM seed's intent: G -10 %, D -20 % every ten epochs
+        ("step", 250, 25, (0.81, 0.64)),
+        ("cosine", 500, 50, (0.5, 0.5)),
+        ("linear", 250, 25, (0.75, 0.75)),
+        ("linear", 1000, 100, (0.0, 0.0)),
+    ],
+)
+def test_learning_rate_schedules(schedule, step, epoch, expected):
+    from pokegan_ray.losses.schedules import learning_rates
+
+    config = _config("dcgan", lr_schedule=schedule, generator_lr_step_factor=0.9,
+                     discriminator_lr_step_factor=0.8, generator_learning_rate=1e-3,
+                     discriminator_learning_rate=2e-3).loss
+    rate_g, rate_d = learning_rates(config, step, 1000, epoch)
+    assert (rate_g / 1e-3, rate_d / 2e-3) == pytest.approx(expected)

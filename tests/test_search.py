@@ -44,7 +44,8 @@ DIMENSIONS = {
     # at the first rung, which is what the early-stopping test needs from one trial.
     "loss.generator_learning_rate": {"type": "float", "low": 1.0e-5, "high": 0.3, "log": True},
     "train.eval_images": {"type": "categorical", "values": [8, 4]},
-    "train.inject_nonfinite_at_step": {"type": "categorical", "values": [0, 3]},
+    # 1e30 overflows the weights within a few steps: a real way for a trial to fail.
+    "loss.discriminator_learning_rate": {"type": "categorical", "values": [2.0e-4, 1.0e+30]},
 }
 
 
@@ -56,7 +57,7 @@ def space(first_trials: list[dict], samples: int | None = None, **settings) -> S
 
 
 def trial(name: str, **values) -> dict:
-    return {"loss.name": name, "train.eval_images": 8, "train.inject_nonfinite_at_step": 0,
+    return {"loss.name": name, "train.eval_images": 8, "loss.discriminator_learning_rate": 2.0e-4,
             "loss.generator_learning_rate": 2.0e-4, **values}
 
 
@@ -69,7 +70,7 @@ def test_search_runs_cuts_records_failures_and_its_best_config_trains(ray_cluste
     first = [
         trial("dcgan"),
         trial("wgan-gp", **{"loss.n_critic": 2}),
-        trial("dcgan", **{"train.inject_nonfinite_at_step": 3}),  # fails: the search must go on
+        trial("dcgan", **{"loss.discriminator_learning_rate": 1.0e+30}),  # fails: the search must go on
         trial("dcgan", **{"loss.generator_learning_rate": 0.3}),  # scores worst at the first rung: ASHA stops it
     ]
     outcome = run_search(space(first), storage_uri=str(tmp_path / "searches"), name="tiny",
@@ -89,7 +90,7 @@ def test_search_runs_cuts_records_failures_and_its_best_config_trains(ray_cluste
 
     # The failing trial is recorded with its reason, and later trials still ran.
     assert records[3].status == FAILED
-    assert "non-finite at step 3" in records[3].reason
+    assert re.search(r"non-finite at step (4|8|12)\b", records[3].reason), records[3].reason  # a report step
     assert records[4].history
 
     # Early stopping is real: trial 4 saw fewer images than a full trial, and the scheduler said so.

@@ -103,6 +103,28 @@ def test_two_workers_on_s3_data_report_everything_and_write_checkpoint_and_grid(
     assert grid.size[0] > 64 * 8  # an 8-column grid of 64 px samples
 
 
+def test_lightweight_gan_under_ddp_keeps_both_replicas_and_their_augment_probability_identical(
+        ray_cluster, local_data, tmp_path):
+    # The self-supervised D (its decoders run only on real images), hinge loss, lazy R1 and adaptive
+    # augmentation, whose statistics are summed over the two ranks.
+    loss = {"name": "hinge", "augment_probability": "adaptive", "ada_interval": 1, "ada_adjust_images": 64,
+            "r1_gamma": 1.0, "r1_interval": 2}
+    outcome = train(config(data={"uri": local_data}, model={"architecture": "lightweight"}, loss=loss,
+                           train={"eval_every": 0, "sample_every": 4}),
+                    storage_uri=str(tmp_path), name="lightweight", callbacks=[RankMetrics(tmp_path / "ranks.jsonl")])
+    assert outcome.status == "completed" and outcome.step == 4
+    every_report = reports(tmp_path / "ranks.jsonl")
+    assert all(len(per_rank) == 2 for per_rank in every_report)
+    for per_rank in every_report:
+        for key in ("generator_checksum", "discriminator_checksum"):
+            assert per_rank[0][key] == per_rank[1][key], key
+    assert "d_reconstruction" in every_report[-1][0]
+    # Each rank's own p, as its checkpoint keeps it: moved, and the same on both.
+    state = load_checkpoint(Path(outcome.latest_checkpoint_uri, FILE_NAME).read_bytes(), "lightweight")
+    rank_0, rank_1 = state["loss_states"]
+    assert rank_0["augment_probability"] > 0 and rank_0["augment_probability"] == rank_1["augment_probability"]
+
+
 def test_acgan_grids_have_a_row_per_type_and_evaluate_prints_fid_and_kid(ray_cluster, local_data, tmp_path,
                                                                           capsys, monkeypatch):
     from pokegan_ray.cli import main
@@ -125,28 +147,40 @@ def test_acgan_grids_have_a_row_per_type_and_evaluate_prints_fid_and_kid(ray_clu
     assert fid > 0  # an untrained generator is far from the real Pokémon
 
 
+# The loss state a resume must carry over: adaptive augmentation's p (moved every D step here), the lazy R1's
+# step count, and a learning rate that steps down after the first epoch (3 batches of 8 of the 24 rows).
+# (ada_target 0: p rises as soon as D calls most reals real, which a few steps reach.)
+STATEFUL_LOSS = {"name": "hinge", "augment_probability": "adaptive", "ada_interval": 1, "ada_adjust_images": 64,
+                 "ada_target": 0.0,
+                 "r1_gamma": 1.0, "r1_interval": 3, "lr_schedule": "step", "lr_step_epochs": 1}
+
+
 def test_checkpoint_round_trip_and_resume_continue_exactly(ray_cluster, local_data, tmp_path):
-    one_worker = config(data={"uri": local_data}, scale={"workers": 1}, train={"eval_every": 0})
+    one_worker = config(data={"uri": local_data}, scale={"workers": 1}, train={"eval_every": 0},
+                        loss=STATEFUL_LOSS)
     straight = train(one_worker, storage_uri=str(tmp_path), name="straight")
     assert straight.status == "completed"
 
-    halted = config(data={"uri": local_data}, scale={"workers": 1}, train={"eval_every": 0, "steps": 2})
+    halted = config(data={"uri": local_data}, scale={"workers": 1}, train={"eval_every": 0, "steps": 2},
+                    loss=STATEFUL_LOSS)
     first_half = train(halted, storage_uri=str(tmp_path), name="halted")
     assert first_half.step == 2
     state = load_checkpoint(Path(first_half.latest_checkpoint_uri, FILE_NAME).read_bytes(), "halted")
     assert state["step"] == 2 and state["real_batches"] == 2
     assert state["optimizer_discriminator"]["state"]  # Adam moments are saved, not dropped
     assert set(state["generator_ema"]) == set(state["generator"])
+    assert state["loss_states"][0]["discriminator_steps"] == 2 and "augment_probability" in state["loss_states"][0]
 
     resumed = train({"train": {"steps": 4}}, storage_uri=str(tmp_path), name="halted", resume=True)
     assert resumed.status == "completed" and resumed.step == 4
 
-    def losses(run: str) -> dict[int, tuple[float, float]]:
+    def losses(run: str) -> dict[int, tuple[float, float, float]]:
         history = json.loads((tmp_path / run / "history.json").read_text())
-        return {int(e["step"]): (e["d_loss"], e["g_loss"]) for e in history}
+        return {int(e["step"]): (e["d_loss"], e["g_loss"], e["augment_probability"]) for e in history}
 
     continued, reference = losses("halted"), losses("straight")
     assert sorted(continued) == [1, 2, 3, 4]  # the step counter continued, history kept across the resume
+    assert reference[4][2] > reference[2][2]  # p moved after the checkpoint, so its restore is tested
     for step in (3, 4):
         assert continued[step] == pytest.approx(reference[step], rel=1e-6, abs=1e-7), step
 
@@ -181,12 +215,19 @@ def test_a_killed_worker_is_replaced_and_the_run_finishes(ray_cluster, local_dat
     assert history[-1]["step"] == 12
 
 
+# A real way to break a run: a learning rate so large that the weights overflow at the next step.
+DIVERGING = {"discriminator_learning_rate": 1.0e+30, "generator_learning_rate": 1.0e+30}
+
+
 def test_a_non_finite_loss_stops_the_run_with_a_clear_status(ray_cluster, local_data, tmp_path):
-    outcome = train(config(data={"uri": local_data}, train={"inject_nonfinite_at_step": 3}),
-                    storage_uri=str(tmp_path), name="nan")
-    assert outcome.status == "non-finite" and outcome.step == 3
-    assert "NaN or infinite" in outcome.message
-    assert outcome.fid is None  # no FID for the broken state
+    healthy = train(config(data={"uri": local_data}, train={"steps": 2}), storage_uri=str(tmp_path), name="nan")
+    assert healthy.status == "completed"
+    # Resumed with the diverging rates: NaN from step 3, found at the next report (every 2 steps).
+    outcome = train({"loss": DIVERGING, "train": {"steps": 8, "report_every": 2}}, storage_uri=str(tmp_path),
+                    name="nan", resume=True)
+    assert outcome.status == "non-finite" and outcome.step == 4
+    assert "became NaN or infinite between steps 3 and 4" in outcome.message
+    assert outcome.fid == healthy.fid  # the healthy part's; none for the broken state
     # The last good checkpoint (step 2) is kept, and its weights are finite.
     states = [load_checkpoint((folder / FILE_NAME).read_bytes(), str(folder))
               for folder in sorted(p.parent for p in (tmp_path / "nan").glob("checkpoint_*/" + FILE_NAME))]

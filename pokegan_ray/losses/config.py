@@ -20,6 +20,7 @@ from typing import Any
 
 from pokegan_ray.losses.diff_augment import parse_policy
 from pokegan_ray.losses.gan_losses import LOSSES
+from pokegan_ray.losses.schedules import LR_SCHEDULES
 from pokegan_ray.models.config import (
     ModelConfig,
     require_bool,
@@ -32,18 +33,19 @@ from pokegan_ray.models.config import (
 # Zhao et al. (2020) found all three transforms best when data is scarce (their 100-shot and
 # 10%-CIFAR runs); ~1000 Pokémon is that regime, where D otherwise memorises the set.
 DEFAULT_AUGMENT_POLICY = "color,translation,cutout"
+ADAPTIVE = "adaptive"
 
 
 @dataclass(frozen=True)
 class LossConfig:
-    # "dcgan" (non-saturating BCE) | "wgan" (weight clipping) | "wgan-gp" (gradient penalty).
+    # "dcgan" (non-saturating BCE) | "hinge" | "wgan" (weight clipping) | "wgan-gp" (gradient penalty).
     name: str = "dcgan"
-    # None: the loss's default (dcgan 2e-4, wgan 5e-5, wgan-gp 1e-4).
+    # None: the loss's default (dcgan 2e-4, hinge 2e-4, wgan 5e-5, wgan-gp 1e-4).
     generator_learning_rate: float | None = None
     discriminator_learning_rate: float | None = None
-    # Adam's (beta1, beta2); dcgan (0.5, 0.999), wgan-gp (0.0, 0.9); not for wgan (RMSProp).
+    # Adam's (beta1, beta2); dcgan (0.5, 0.999), hinge (0.5, 0.9), wgan-gp (0.0, 0.9); not for wgan (RMSProp).
     adam_betas: tuple[float, float] | None = None
-    # Discriminator (critic) steps per generator step: dcgan 1, wgan 5, wgan-gp 5.
+    # Discriminator (critic) steps per generator step: dcgan 1, hinge 1, wgan 5, wgan-gp 5.
     n_critic: int | None = None
     # WGAN paper schedule: 100 critic steps for the first 25 generator steps and every 500th
     # (wgan default true, wgan-gp false; not for dcgan).
@@ -52,6 +54,10 @@ class LossConfig:
     clip_value: float | None = None
     # wgan-gp only: lambda of the gradient penalty (default 10).
     gp_weight: float | None = None
+    # dcgan and hinge: R1 penalty gamma/2 * E||grad_x D(real)||^2 (Mescheder et al. 2018); 0 = off.
+    r1_gamma: float | None = None
+    # R1 is "lazy" (StyleGAN2): computed every this many D steps and weighted by it, so its cost is 1/k.
+    r1_interval: int | None = None
     # dcgan only: the real target becomes 1 - value (0.1 -> 0.9); 0 = off.
     real_label_smoothing: float = 0.0
     # dcgan only: starting std of Gaussian noise added to every D input; the loop anneals it
@@ -61,6 +67,22 @@ class LossConfig:
     auxiliary_class_weight: float = 1.0
     # DiffAugment transforms before every D call, comma-separated from color, translation, cutout; "" = off.
     augment_policy: str = DEFAULT_AUGMENT_POLICY
+    # Probability that a sample gets each transform of the policy: a number in [0, 1], or "adaptive"
+    # (StyleGAN2-ADA): p starts at 0 and follows D's overfitting, r_t = E[sign(D(real))], towards ada_target.
+    augment_probability: float | str = 1.0
+    # ADA: the r_t p steers to (the paper's 0.6), how many D steps between adjustments, and how many real
+    # images it takes p to move by 1 (the paper's 500k fits 25M-image runs; ours see ~50k-500k).
+    ada_target: float = 0.6
+    ada_interval: int = 4
+    ada_adjust_images: int = 50_000
+    # Learning-rate schedule of both optimisers, from the rates above: "constant", "step" (times each
+    # network's *_lr_step_factor every lr_step_epochs epochs), "cosine" or "linear" (to zero at train.steps).
+    lr_schedule: str = "constant"
+    lr_step_epochs: float = 10.0
+    generator_lr_step_factor: float = 0.5
+    discriminator_lr_step_factor: float = 0.5
+    # The self-supervised D's reconstruction MSE (model.architecture: lightweight), added to D's loss.
+    reconstruction_weight: float = 1.0
     # Generator EMA: the average moves (1 - decay) of the way to G after each G step.
     # 0.999 averages over roughly the last thousand steps.
     ema_decay: float = 0.999
@@ -85,6 +107,10 @@ class LossConfig:
             object.__setattr__(self, "clip_value", require_float("loss.clip_value", self.clip_value, minimum=0.0, minimum_inclusive=False))
         if self.gp_weight is not None:
             object.__setattr__(self, "gp_weight", require_float("loss.gp_weight", self.gp_weight, minimum=0.0))
+        if self.r1_gamma is not None:
+            object.__setattr__(self, "r1_gamma", require_float("loss.r1_gamma", self.r1_gamma, minimum=0.0))
+            require_int("loss.r1_interval", self.r1_interval, minimum=1)
+        self._check_augmentation_and_schedule()
 
         smoothing = require_float("loss.real_label_smoothing", self.real_label_smoothing, minimum=0.0, maximum=0.5, maximum_inclusive=False)
         noise_std = require_float("loss.instance_noise_std", self.instance_noise_std, minimum=0.0)
@@ -106,6 +132,32 @@ class LossConfig:
         object.__setattr__(
             self, "ema_decay", require_float("loss.ema_decay", self.ema_decay, minimum=0.0, maximum=1.0, maximum_inclusive=False)
         )
+
+    def _check_augmentation_and_schedule(self) -> None:
+        if self.augment_probability == ADAPTIVE and self.name in ("wgan", "wgan-gp"):
+            raise ValueError(f"loss.augment_probability='adaptive' needs a D whose score has a fixed zero (dcgan, "
+                             f"hinge): its signal is E[sign(D(real))], and a {self.name} critic can shift all "
+                             "its scores freely; use a fixed probability")
+        if self.augment_probability != ADAPTIVE:
+            object.__setattr__(self, "augment_probability", require_float(
+                "loss.augment_probability (a number in [0, 1] or 'adaptive')", self.augment_probability,
+                minimum=0.0, maximum=1.0))
+        object.__setattr__(self, "ada_target", require_float("loss.ada_target", self.ada_target, minimum=0.0,
+                                                             maximum=1.0))
+        require_int("loss.ada_interval", self.ada_interval, minimum=1)
+        require_int("loss.ada_adjust_images", self.ada_adjust_images, minimum=1)
+        require_choice("loss.lr_schedule", self.lr_schedule, LR_SCHEDULES)
+        object.__setattr__(self, "lr_step_epochs", require_float("loss.lr_step_epochs", self.lr_step_epochs,
+                                                                 minimum=0.0, minimum_inclusive=False))
+        for key in ("generator_lr_step_factor", "discriminator_lr_step_factor"):
+            object.__setattr__(self, key, require_float(f"loss.{key}", getattr(self, key), minimum=0.0,
+                                                        maximum=1.0, minimum_inclusive=False))
+        object.__setattr__(self, "reconstruction_weight", require_float(
+            "loss.reconstruction_weight", self.reconstruction_weight, minimum=0.0))
+
+    @property
+    def adaptive_augmentation(self) -> bool:
+        return self.augment_probability == ADAPTIVE
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "LossConfig":
@@ -174,4 +226,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     # Layer norm is what the WGAN-GP paper recommends in place of BatchNorm.
     "wgan-gp": {"model": {"discriminator_norm": "layer"}, "loss": {"name": "wgan-gp"}},
     "acgan": {"model": {"conditional": True, "num_classes": 18}, "loss": {"name": "dcgan"}},
+    # FastGAN / lightweight-gan: skip-layer excitation, a self-supervised D, hinge loss.
+    # Its native block is nearest-upsample + conv (FastGAN's).
+    "lightweight": {"model": {"architecture": "lightweight", "upsampler": "upsample"}, "loss": {"name": "hinge"}},
 }

@@ -94,9 +94,21 @@ def parse_policy(policy: str) -> list[str]:
     return words
 
 
-def diff_augment(x: torch.Tensor, policy: str) -> torch.Tensor:
-    """Apply the policy's transforms to a batch (B, C, H, W); an empty policy returns `x` itself."""
+def diff_augment(x: torch.Tensor, policy: str, probability: torch.Tensor | float = 1.0) -> torch.Tensor:
+    """Apply the policy's transforms to a batch (B, C, H, W); an empty policy returns `x` itself.
+
+    With `probability` below 1 each sample gets each policy word's transforms with that probability
+    (drawn per sample and word, as StyleGAN2-ADA does per transform). It may be a 0-dim tensor on the
+    device (adaptive augmentation), so choosing costs no host synchronisation.
+    """
+    always = isinstance(probability, (int, float)) and probability >= 1.0
     for word in parse_policy(policy):
+        augmented = x
         for transform in AUGMENTATIONS[word]:
-            x = transform(x)
+            augmented = transform(augmented)
+        if always:
+            x = augmented
+        else:
+            chosen = torch.rand(x.shape[0], 1, 1, 1, device=x.device) < probability
+            x = torch.where(chosen, augmented, x)
     return x

@@ -14,7 +14,12 @@ and how many critic steps it takes per generator step. The loop owns only the sc
         ema.update(generator)
 
 Each step zeroes its optimiser's gradients, computes the loss, calls backward, steps the
-optimiser (then clips, for WGAN) and returns the terms to log as plain floats.
+optimiser (then clips, for WGAN) and returns the terms to log as detached 0-dim tensors on the
+device: nothing in a step waits for the device (no `.item()`), so a GPU runs ahead of Python.
+The loop sums them on the device and reads them once per report.
+
+A loss also holds a little state of its own (its D-step count, the adaptive augmentation
+probability and its statistics): `state_dict()` / `load_state_dict()` put it in checkpoints.
 
 Both networks may be DistributedDataParallel-wrapped: the steps touch them only through
 forward calls and `optimizer.param_groups`, never through module attributes. The generator
@@ -32,7 +37,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+import torch.distributed as dist
+
 from pokegan_ray.losses.diff_augment import diff_augment
+from pokegan_ray.models.networks import SELF_SUPERVISED_ARCHITECTURES
 
 if TYPE_CHECKING:
     from pokegan_ray.losses.config import GanConfig, LossConfig
@@ -71,14 +79,71 @@ def gradient_penalty(discriminator: nn.Module, real_inputs: torch.Tensor, fake_i
     return (norms - 1).pow(2).mean()
 
 
-def _as_python_floats(terms: dict[str, torch.Tensor]) -> dict[str, float]:
-    # One device-to-host copy for all terms instead of one .item() sync each.
-    values = torch.stack([value.detach().float().reshape(()) for value in terms.values()]).tolist()
-    return dict(zip(terms, values))
+def r1_penalty(discriminator: nn.Module, real_inputs: torch.Tensor) -> torch.Tensor:
+    """Mean over samples of ||grad_x D(x)||^2 at the real inputs (Mescheder et al. 2018), unweighted,
+    differentiable with respect to D's weights."""
+    inputs = real_inputs.detach().requires_grad_(True)
+    scores = discriminator(inputs)[:, 0]
+    (gradients,) = torch.autograd.grad(scores.sum(), inputs, create_graph=True)
+    return gradients.flatten(1).pow(2).sum(dim=1).mean()
+
+
+def _detached(terms: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    # Still on the device: the loop sums them there and copies them to the host once per report.
+    return {key: value.detach().float().reshape(()) for key, value in terms.items()}
 
 
 def _class_accuracy(class_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return (class_logits.argmax(dim=1) == labels).float().mean()
+
+
+class AugmentProbability:
+    """The probability p that a sample gets each DiffAugment transform: fixed, or adaptive (StyleGAN2-ADA).
+
+    Adaptive p starts at 0. Every `ada_interval` D steps it moves by
+    sign(r_t - ada_target) * images / ada_adjust_images, where r_t = E[sign(D(real))] over those
+    steps: a D that calls nearly every real image real is overfitting, so it gets more augmentation.
+    Everything stays on the device; under DDP the statistics are summed over ranks so p is the same
+    on every rank.
+    """
+
+    def __init__(self, config: LossConfig, device: torch.device):
+        self.config = config
+        self.adaptive = config.adaptive_augmentation
+        start = 0.0 if self.adaptive else config.augment_probability
+        self.probability = torch.tensor(start, device=device)
+        self.overfitting = torch.tensor(0.0, device=device)  # the last r_t
+        # sum of sign(D(real)) and the number of real scores since the last adjustment
+        self._sums = torch.zeros(2, device=device)
+
+    def for_transforms(self) -> torch.Tensor | float:
+        """What `diff_augment` takes: the device tensor when adaptive, the fixed number otherwise."""
+        return self.probability if self.adaptive else self.config.augment_probability
+
+    def observe(self, real_scores: torch.Tensor, discriminator_steps: int) -> None:
+        if not self.adaptive:
+            return
+        self._sums[0] += torch.sign(real_scores).sum()
+        self._sums[1] += real_scores.numel()
+        if discriminator_steps % self.config.ada_interval:
+            return
+        if dist.is_available() and dist.is_initialized():
+            dist.all_reduce(self._sums)
+        self.overfitting = self._sums[0] / self._sums[1]
+        images = self._sums[1]
+        adjustment = torch.sign(self.overfitting - self.config.ada_target) * images / self.config.ada_adjust_images
+        self.probability = (self.probability + adjustment).clamp(0.0, 1.0)
+        self._sums.zero_()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"augment_probability": float(self.probability), "ada_overfitting": float(self.overfitting),
+                "ada_sums": self._sums.tolist()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if self.adaptive and "augment_probability" in state:
+            self.probability.fill_(state["augment_probability"])
+            self.overfitting.fill_(state["ada_overfitting"])
+            self._sums.copy_(torch.tensor(state["ada_sums"]))
 
 
 class AdversarialLoss:
@@ -96,6 +161,18 @@ class AdversarialLoss:
         # 0 when unconditional: labels from the data are then ignored.
         self.num_classes = config.model.num_classes if config.model.conditional else 0
         self.device = torch.device(device)
+        # The self-supervised D (lightweight) also returns reconstructions of the real images.
+        self.reconstructs = config.model.architecture in SELF_SUPERVISED_ARCHITECTURES
+        self.augment = AugmentProbability(config.loss, self.device)
+        self.discriminator_steps = 0
+
+    def state_dict(self) -> dict[str, Any]:
+        """Plain values (it copies from the device: call it at a report, not every step)."""
+        return {"discriminator_steps": self.discriminator_steps, **self.augment.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.discriminator_steps = int(state["discriminator_steps"])
+        self.augment.load_state_dict(state)
 
     # -- the maths each loss defines -------------------------------------------------------
     def discriminator_loss(self, real_scores: torch.Tensor, fake_scores: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -133,7 +210,7 @@ class AdversarialLoss:
 
     def discriminator_input(self, images: torch.Tensor, instance_noise_std: float) -> torch.Tensor:
         """What D sees: DiffAugment, then instance noise; applied alike to real and fake images."""
-        images = diff_augment(images, self.config.augment_policy)
+        images = diff_augment(images, self.config.augment_policy, self.augment.for_transforms())
         if instance_noise_std > 0:
             images = images + instance_noise_std * torch.randn_like(images)
         return images
@@ -148,14 +225,16 @@ class AdversarialLoss:
         real_labels: torch.Tensor | None = None,
         *,
         instance_noise_std: float = 0.0,
-    ) -> dict[str, float]:
+    ) -> dict[str, torch.Tensor]:
         """One D update on a real batch and as many fakes. `real_labels`: the batch's types,
         needed for AC-GAN and ignored otherwise; the fakes are drawn with the same types, so
         D's class head sees the data's type frequencies on both sides.
 
-        Logs d_loss (total), d_score_real/fake (mean adversarial output), d_accuracy_real/fake,
-        and per loss d_loss_real/fake (BCE), wasserstein_estimate, gradient_penalty
-        (unweighted), d_aux_loss_real/fake and d_aux_accuracy_real/fake (AC-GAN).
+        Logs d_loss (total), d_score_real/fake (mean adversarial output), d_accuracy_real/fake;
+        with adaptive augmentation augment_probability and ada_overfitting (r_t); per loss
+        d_loss_real/fake (BCE, hinge), wasserstein_estimate, gradient_penalty and r1_penalty
+        (unweighted), d_reconstruction (lightweight's MSE), d_aux_loss_real/fake and
+        d_aux_accuracy_real/fake (AC-GAN).
         """
         batch_size = real_images.shape[0]
         labels = None
@@ -171,8 +250,12 @@ class AdversarialLoss:
         optimizer.zero_grad(set_to_none=True)
         # Real and fake go through D separately: with BatchNorm, one mixed batch would let D
         # tell them apart by the batch statistics alone.
-        real_outputs = discriminator(real_inputs)
         fake_outputs = discriminator(fake_inputs)
+        if self.reconstructs:
+            # Self-supervision on real images only (FastGAN): D's features must be able to redraw them.
+            real_outputs, reconstructions = discriminator(real_inputs, reconstruct=True)
+        else:
+            real_outputs, reconstructions = discriminator(real_inputs), []
         real_scores, fake_scores = real_outputs[:, 0], fake_outputs[:, 0]
         loss, terms = self.discriminator_loss(real_scores, fake_scores)
         terms = {"d_score_real": real_scores.mean(), "d_score_fake": fake_scores.mean(), **terms}
@@ -181,6 +264,15 @@ class AdversarialLoss:
         if regulariser is not None:
             loss = loss + regulariser
         terms.update(regulariser_terms)
+        if reconstructions:
+            error = sum(F.mse_loss(prediction, target) for prediction, target in reconstructions)
+            loss = loss + self.config.reconstruction_weight * error
+            terms["d_reconstruction"] = error
+        if self.config.r1_gamma and self.discriminator_steps % self.config.r1_interval == 0:
+            penalty = r1_penalty(discriminator, real_inputs)
+            # Lazy regularisation (StyleGAN2): every k-th step, k times the weight, the same on average.
+            loss = loss + 0.5 * self.config.r1_gamma * self.config.r1_interval * penalty
+            terms["r1_penalty"] = penalty
 
         if self.num_classes:
             aux_real = F.cross_entropy(real_outputs[:, 1:], labels)
@@ -196,7 +288,11 @@ class AdversarialLoss:
         loss.backward()
         optimizer.step()
         self.after_discriminator_step(optimizer)
-        return _as_python_floats({"d_loss": loss, **terms})
+        self.discriminator_steps += 1
+        self.augment.observe(real_scores.detach(), self.discriminator_steps)
+        if self.augment.adaptive:
+            terms.update(augment_probability=self.augment.probability, ada_overfitting=self.augment.overfitting)
+        return _detached({"d_loss": loss, **terms})
 
     def generator_step(
         self,
@@ -207,7 +303,7 @@ class AdversarialLoss:
         labels: torch.Tensor | None = None,
         *,
         instance_noise_std: float = 0.0,
-    ) -> dict[str, float]:
+    ) -> dict[str, torch.Tensor]:
         """One G update on `batch_size` fakes. `labels`: the types to draw (AC-GAN); None draws
         them uniformly; ignored when unconditional. Logs g_loss (total), g_loss_adversarial and,
         for AC-GAN, g_aux_loss and g_aux_accuracy."""
@@ -231,7 +327,7 @@ class AdversarialLoss:
             terms.update(g_aux_loss=aux, g_aux_accuracy=_class_accuracy(outputs[:, 1:], labels))
         loss.backward()
         optimizer.step()
-        return _as_python_floats({"g_loss": loss, **terms})
+        return _detached({"g_loss": loss, **terms})
 
 
 class NonSaturatingLoss(AdversarialLoss):
@@ -247,6 +343,8 @@ class NonSaturatingLoss(AdversarialLoss):
         "paper_critic_schedule": None,
         "clip_value": None,
         "gp_weight": None,
+        "r1_gamma": 0.0,
+        "r1_interval": 16,
     }
 
     def discriminator_loss(self, real_scores, fake_scores):
@@ -266,6 +364,39 @@ class NonSaturatingLoss(AdversarialLoss):
 
     def generator_loss(self, fake_scores):
         return F.softplus(-fake_scores).mean()  # = BCE with target 1
+
+
+class HingeLoss(AdversarialLoss):
+    """"hinge" (Lim & Ye 2017; SAGAN, BigGAN, lightweight-gan): D pays for real scores below +1 and
+    fake scores above -1, so it stops pushing samples it already classifies with margin; G raises
+    D's score of its fakes."""
+
+    DEFAULTS = {
+        "generator_learning_rate": 2e-4,
+        "discriminator_learning_rate": 2e-4,
+        # lightweight-gan's (0.5, 0.9).
+        "adam_betas": (0.5, 0.9),
+        "n_critic": 1,
+        "paper_critic_schedule": None,
+        "clip_value": None,
+        "gp_weight": None,
+        "r1_gamma": 0.0,
+        "r1_interval": 16,
+    }
+
+    def discriminator_loss(self, real_scores, fake_scores):
+        loss_real = F.relu(1.0 - real_scores).mean()
+        loss_fake = F.relu(1.0 + fake_scores).mean()
+        terms = {
+            "d_loss_real": loss_real,
+            "d_loss_fake": loss_fake,
+            "d_accuracy_real": (real_scores > 0).float().mean(),
+            "d_accuracy_fake": (fake_scores < 0).float().mean(),
+        }
+        return loss_real + loss_fake, terms
+
+    def generator_loss(self, fake_scores):
+        return -fake_scores.mean()
 
 
 class WassersteinLoss(AdversarialLoss):
@@ -299,6 +430,8 @@ class WeightClippingLoss(WassersteinLoss):
         "paper_critic_schedule": True,
         "clip_value": 0.01,
         "gp_weight": None,
+        "r1_gamma": None,
+        "r1_interval": None,
     }
 
     @staticmethod
@@ -327,6 +460,8 @@ class GradientPenaltyLoss(WassersteinLoss):
         "paper_critic_schedule": False,
         "clip_value": None,
         "gp_weight": 10.0,
+        "r1_gamma": None,
+        "r1_interval": None,
     }
 
     def discriminator_regulariser(self, discriminator, real_inputs, fake_inputs):
@@ -338,6 +473,7 @@ class GradientPenaltyLoss(WassersteinLoss):
 
 LOSSES: dict[str, type[AdversarialLoss]] = {
     "dcgan": NonSaturatingLoss,
+    "hinge": HingeLoss,
     "wgan": WeightClippingLoss,
     "wgan-gp": GradientPenaltyLoss,
 }

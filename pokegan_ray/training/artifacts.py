@@ -87,7 +87,8 @@ def progress_gif(frames_png: list[bytes], frame_ms: int = 400) -> bytes:
 
 
 def history_plot(history: list[dict], title: str) -> bytes:
-    """PNG: D and G losses over images seen (top), FID and KID over images seen (bottom)."""
+    """PNG: D and G losses over images seen (top, with the adaptive augmentation probability p on its
+    right axis when the run has one), FID and KID over images seen (bottom)."""
     import matplotlib
 
     matplotlib.use("Agg")  # no display here or on cluster nodes
@@ -98,7 +99,14 @@ def history_plot(history: list[dict], title: str) -> bytes:
     for key, label in (("d_loss", "D loss"), ("g_loss", "G loss")):
         losses.plot(seen, [entry.get(key, float("nan")) for entry in history], label=label)
     losses.set_ylabel("loss")
-    losses.legend(loc="upper right")
+    losses.legend(loc="upper left")
+    if any("augment_probability" in entry for entry in history):
+        probability = losses.twinx()
+        probability.plot(seen, [entry.get("augment_probability", float("nan")) for entry in history], ":",
+                         color="tab:green", label="augment p (ADA)")
+        probability.set_ylim(0, 1)
+        probability.set_ylabel("augment p")
+        probability.legend(loc="upper right")
     losses.set_title(title)
     evaluated = [entry for entry in history if "fid" in entry]
     if evaluated:

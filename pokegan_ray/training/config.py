@@ -71,8 +71,6 @@ class TrainConfig:
     keep_checkpoints: int = 3
     # bf16 autocast + channels_last on GPU (ignored on CPU).
     mixed_precision: bool = True
-    # Testing aid: make the losses non-finite from this step on (0 = never).
-    inject_nonfinite_at_step: int = 0
 
     def __post_init__(self) -> None:
         require_int("train.steps", self.steps, minimum=1)
@@ -83,7 +81,6 @@ class TrainConfig:
         require_int("train.eval_every", self.eval_every, minimum=0)
         require_int("train.eval_images", self.eval_images, minimum=2)
         require_bool("train.mixed_precision", self.mixed_precision)
-        require_int("train.inject_nonfinite_at_step", self.inject_nonfinite_at_step, minimum=0)
 
     # The schedule: what happens after generator step `step` (the last step does everything).
     def evaluation_due(self, step: int) -> bool:

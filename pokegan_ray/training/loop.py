@@ -28,6 +28,7 @@ from pokegan_ray import ray_compat
 from pokegan_ray.cluster import DEFAULT_WAIT_TIMEOUT_S
 from pokegan_ray.data.reader import InMemoryImages
 from pokegan_ray.losses import build_loss, build_optimizers
+from pokegan_ray.losses.schedules import learning_rates, set_learning_rate
 from pokegan_ray.models import GeneratorEma, build_networks
 from pokegan_ray.storage import location
 from pokegan_ray.training import artifacts
@@ -91,20 +92,14 @@ def run_training(experiment: ExperimentConfig, run: RunContext, session: Session
 
     writer = RunArtifacts(run, experiment, session.device) if session.rank == 0 else None
     batches = real_batches(shard, batch_size, train.seed * 1_000 + session.rank, start=progress.real_batches)
-    window = MetricWindow(session, len(shard) // batch_size)
+    window = MetricWindow(session, len(shard) // batch_size, first_step=progress.step + 1)
     while progress.step < train.steps:
         train_step(gan, experiment, progress, batches, window, session)
         progress.first_step_at = progress.first_step_at or time.time()
-        step = progress.step
-        if not session.all_true(window.last_finite()):
-            if writer:
-                writer.write_status("non-finite", step, f"a loss became NaN or infinite at step {step}; the last "
-                                    "good checkpoint is kept and no FID is reported")
-            session.report({"step": step, "nonfinite": 1.0, "images_seen": progress.images_seen(experiment)}, None)
-            return
-        if train.report_due(step):
-            report(gan, experiment, run, progress, window, writer, session)
-            window = MetricWindow(session, len(shard) // batch_size)
+        if train.report_due(progress.step):
+            if not report(gan, experiment, run, progress, window, writer, session):
+                return
+            window = MetricWindow(session, len(shard) // batch_size, first_step=progress.step + 1)
     if writer:  # only once the final checkpoint is stored
         writer.write_summary(progress.history)
         writer.write_status("completed", progress.step, f"trained {progress.step} steps")
@@ -174,6 +169,9 @@ def restore(gan: Gan, session: Session, run: RunContext, experiment: ExperimentC
     progress = Progress(step=state["step"], real_batches=state["real_batches"], history=state["history"],
                         resumed_from_step=state["step"])
     ranks = state["rng"]["ranks"]
+    loss_states = state.get("loss_states") or []  # absent in checkpoints from before the losses had state
+    if loss_states:
+        gan.loss.load_state_dict(loss_states[session.rank if len(loss_states) == session.world_size else 0])
     if len(ranks) == session.world_size:
         restore_rng_state(ranks[session.rank])
     else:  # another worker count: exact continuation is impossible, keep it reproducible at least
@@ -186,9 +184,14 @@ def restore(gan: Gan, session: Session, run: RunContext, experiment: ExperimentC
 
 def train_step(gan: Gan, experiment: ExperimentConfig, progress: "Progress", batches, window: "MetricWindow",
                session: Session) -> None:
-    """The loss's critic steps on real batches, one generator step, the EMA update."""
+    """The loss's critic steps on real batches, one generator step, the EMA update; nothing here waits
+    for the device (the loss terms stay there until the next report)."""
     loss, train = gan.loss, experiment.train
     step = progress.step + 1
+    epoch = progress.real_batches // window.batches_per_epoch
+    rate_g, rate_d = learning_rates(experiment.gan.loss, progress.step, train.steps, epoch)
+    set_learning_rate(gan.optimizer_g, rate_g)
+    set_learning_rate(gan.optimizer_d, rate_d)
     noise_std = experiment.gan.loss.instance_noise_std * max(0.0, 1.0 - step / train.steps)
     use_bf16 = gan.device.type == "cuda" and train.mixed_precision
     with torch.autocast(device_type=gan.device.type, dtype=torch.bfloat16, enabled=use_bf16):
@@ -208,16 +211,29 @@ def train_step(gan: Gan, experiment: ExperimentConfig, progress: "Progress", bat
     window.add(terms)
     gan.ema.update(gan.generator, step=progress.step)
     progress.step = step
-    if 0 < train.inject_nonfinite_at_step <= step:
-        window.add({"d_loss": float("nan")})
 
 
 def report(gan: Gan, experiment: ExperimentConfig, run: RunContext, progress: "Progress", window: "MetricWindow",
-           writer: "RunArtifacts | None", session: Session) -> None:
-    """Metrics to Ray; on rank 0 also samples, FID and the artifacts; a complete checkpoint when one is due."""
+           writer: "RunArtifacts | None", session: Session) -> bool:
+    """Metrics to Ray; on rank 0 also samples, FID and the artifacts; a complete checkpoint when one is due.
+
+    False when a loss or a weight has become NaN or infinite since the last report: the run then ends
+    with the status `non-finite` and its last checkpoint is the last good one. Finiteness is checked
+    here, not every step, so a NaN costs at most `train.report_every` steps of compute.
+    """
     train, step = experiment.train, progress.step
     final = step == train.steps
     seconds = time.perf_counter() - window.started
+    losses = window.mean_across_ranks()  # the one device-to-host copy of the window's loss terms
+    checksums = {"generator_checksum": parameter_checksum(gan.generator),
+                 "discriminator_checksum": parameter_checksum(gan.discriminator)}
+    if not all(math.isfinite(value) for value in (*losses.values(), *checksums.values())):
+        if writer:
+            writer.write_status("non-finite", step, f"a loss or weight became NaN or infinite between steps "
+                                f"{window.first_step} and {step}; the last good checkpoint is kept and no FID is "
+                                "reported")
+        session.report({"step": step, "nonfinite": 1.0, "images_seen": progress.images_seen(experiment)}, None)
+        return False
     metrics = {
         "step": step,
         "images_seen": progress.images_seen(experiment),
@@ -228,10 +244,9 @@ def report(gan: Gan, experiment: ExperimentConfig, run: RunContext, progress: "P
         "resumed_from_step": float(progress.resumed_from_step),
         # Wall-clock time (Unix seconds) this process finished its first step: start-up cost, seen from outside.
         "first_step_at": progress.first_step_at,
-        **window.mean_across_ranks(),
+        **losses,
         # Per rank, not averaged: equal on every rank while DDP keeps the replicas in step.
-        "generator_checksum": parameter_checksum(gan.generator),
-        "discriminator_checksum": parameter_checksum(gan.discriminator),
+        **checksums,
     }
     if writer:
         if final or step % train.sample_every == 0:
@@ -250,15 +265,15 @@ def report(gan: Gan, experiment: ExperimentConfig, run: RunContext, progress: "P
     metrics["checkpoint_fid"] = metrics.get("fid", math.inf)
     state = None
     if train.checkpoint_due(step):
-        rng_states = gather_rng_states(session)  # a collective: every rank takes part
+        rank_states = gather_rank_states(gan, session)  # a collective: every rank takes part
         if session.rank == 0:
-            state = checkpoint_state(gan, experiment, run, progress, rng_states)
+            state = checkpoint_state(gan, experiment, run, progress, rank_states)
     session.report(metrics, state)
-    window.started = time.perf_counter()  # images/s measures training, not evaluation or saving
+    return True
 
 
 def checkpoint_state(gan: Gan, experiment: ExperimentConfig, run: RunContext, progress: "Progress",
-                     rng_states: list[dict[str, Any]]) -> dict[str, Any]:
+                     rank_states: list[dict[str, Any]]) -> dict[str, Any]:
     """Everything needed to continue the run exactly; tensors and plain values only."""
     return {
         "format_version": FORMAT_VERSION,
@@ -274,7 +289,9 @@ def checkpoint_state(gan: Gan, experiment: ExperimentConfig, run: RunContext, pr
         "optimizer_generator": gan.optimizer_g.state_dict(),
         "optimizer_discriminator": gan.optimizer_d.state_dict(),
         "scaler": None,  # bf16 autocast needs no gradient scaler
-        "rng": {"ranks": rng_states},
+        "rng": {"ranks": [state["rng"] for state in rank_states]},
+        # Each rank's loss state: its D-step count (lazy R1) and adaptive augmentation probability.
+        "loss_states": [state["loss"] for state in rank_states],
         "history": progress.history,
     }
 
@@ -306,32 +323,33 @@ def real_batches(shard: InMemoryImages, batch_size: int, seed: int, start: int =
 
 
 class MetricWindow:
-    """Loss terms, images and data-wait time of the steps since the last report; their means are reported."""
+    """Loss terms, images and data-wait time of the steps since the last report; their means are reported.
 
-    def __init__(self, session: Session, batches_per_epoch: int):
+    The loss terms are summed on the device as they come; `mean_across_ranks` copies them to the host
+    once, at the report.
+    """
+
+    def __init__(self, session: Session, batches_per_epoch: int, first_step: int = 0):
         self.session = session
         self.batches_per_epoch = batches_per_epoch
-        self.sums: dict[str, float] = {}
+        self.first_step = first_step  # the first generator step this window covers
+        self.sums: dict[str, torch.Tensor] = {}
         self.counts: dict[str, int] = {}
-        self._last_finite = True
         self.started = time.perf_counter()
         self.images = 0
         self.data_seconds = 0.0
 
-    def add(self, terms: dict[str, float]) -> None:
+    def add(self, terms: dict[str, torch.Tensor]) -> None:
         for key, value in terms.items():
-            self.sums[key] = self.sums.get(key, 0.0) + value
+            self.sums[key] = self.sums[key] + value if key in self.sums else value
             self.counts[key] = self.counts.get(key, 0) + 1
-            if not math.isfinite(value):
-                self._last_finite = False
-
-    def last_finite(self) -> bool:
-        return self._last_finite
 
     def mean_across_ranks(self) -> dict[str, float]:
+        """Means over the window and over ranks; NaN or infinity anywhere stays in the result."""
         keys = sorted(self.sums)
-        device = self.session.device
-        means = torch.tensor([self.sums[k] / self.counts[k] for k in keys], dtype=torch.float64, device=device)
+        if not keys:
+            return {}
+        means = torch.stack([self.sums[k].double() / self.counts[k] for k in keys])
         if self.session.world_size > 1:
             dist.all_reduce(means)
             means /= self.session.world_size
@@ -343,9 +361,9 @@ def parameter_checksum(module: torch.nn.Module) -> float:
         return float(sum(parameter.double().sum() for parameter in module.parameters()))
 
 
-def gather_rng_states(session: Session) -> list[dict[str, Any]]:
-    """Every rank's random state, in rank order (a collective: all ranks call it)."""
-    state = rng_state()
+def gather_rank_states(gan: Gan, session: Session) -> list[dict[str, Any]]:
+    """Every rank's random state and loss state, in rank order (a collective: all ranks call it)."""
+    state = {"rng": rng_state(), "loss": gan.loss.state_dict()}
     if session.world_size == 1:
         return [state]
     states: list[Any] = [None] * session.world_size
