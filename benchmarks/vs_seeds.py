@@ -1,38 +1,68 @@
 """FID of the seeds' training recipes against pokegan's, at the same number of real images seen.
 
-The project grew from three public Pokémon GANs. Each row below trains one recipe with
-`pokegan train` machinery (1 Ray worker, 2 torch threads, the same data, seed and FID
-protocol) until D has seen `--images` real images, then scores the generator it samples
-from (FID and KID on `--eval-images` generated images against the real originals):
+The project grew from five public Pokémon GANs; their write-ups (the shared seeds/ folder, listed
+by its README.md) are the source of every seed row, cited by file name. Each row below trains one
+recipe with `pokegan train` machinery (1 Ray worker, 2 torch threads, the same data, seed and FID
+protocol) until D has seen `--images` real images, then scores the generator it samples from.
 
-1. mrm-dcgan: the MRM seed's DCGAN, as the DCGAN paper's recipe (the seed's code was not found);
-2. ankitesh-wgan: ankitesh97/GANS `PokemonGenerator/pokeGan.py`, WGAN with weight clipping;
-3. pokegans-wgan-gp: lanpartis/pokeGANs, WGAN-GP;
-4. pokegan-default: pokegan's default recipe (DCGAN loss, DiffAugment, EMA of G);
-5. search-best: the recipe of a `pokegan tune --space search_spaces/quick.yaml` search's
-   best_config.yaml (`--search-best`; the row is skipped without it).
+Seed rows (the recipe of each write-up, as written; SEED_RECIPES says what came from where):
 
-What is compared is the training recipe (loss, optimiser, learning rates, batch size,
-critic schedule, clipping or penalty, DiffAugment, EMA), at equal compute on this CPU: the
-networks are the same for every row (the quick.yaml widths: 32 base channels in G and D,
-latent size 64, 64 px, DCGAN with transposed convolutions; search-best keeps the upsampler its
-search chose), even where a seed used other widths, 128 px or a different latent size. Seed
-recipes get neither DiffAugment nor an EMA (they had none).
+1. pokegans-wgan-gp: 000 pokeGANs (lanpartis/pokeGANs), WGAN-GP, one critic step;
+2. ankitesh-wgan:    001 WGAN with weight clipping (ankitesh97/GANS), RMSProp, 5 critic steps;
+3. whos-that-dcgan:  002 "Who's that Pokémon", DCGAN, its run 3 (the run it presents as its result);
+4. mrm-dcgan:        003 MRM (kumudlakara/MRM), DCGAN at lr 3e-4: constant, as its code really trains;
+5. mrm-dcgan-decay:  003 with the decay it meant to apply (D x0.8, G x0.9 every ten epochs);
+6. iconclass-wgan-gp: 004 GAN_IconClass (BenoitLeguay), WGAN-GP with a BatchNorm-free critic.
 
-Images seen counts real images shown to D (D batches x batch size), so a recipe with 5
-critic steps per generator step gets a fifth of the generator steps of a DCGAN. Each row
-trains the fewest generator steps whose D batches reach `--images`.
+pokegan rows:
 
-    python benchmarks/vs_seeds.py [--images 40000] [--eval-images 256] [--seed 0]
-                                  [--search-best SEARCH/best_config.yaml] [--data URI] [--storage URI]
+7. pokegan-default:         the ExperimentConfig defaults (DCGAN loss, DiffAugment, EMA of G);
+8. pokegan-lightweight:     `model.architecture: lightweight` (FastGAN-style G with skip-layer
+                            excitation, self-supervised D with a reconstruction decoder), hinge
+                            loss, DiffAugment and EMA as pokegan-default;
+9. pokegan-lightweight-ada: the same with adaptive augmentation (StyleGAN2-ADA's p) and lazy R1
+                            (gamma 0.1, every 16 D steps);
+10. search-best: the recipe of a `pokegan tune --space search_spaces/quick.yaml` search's
+    best_config.yaml (`--search-best`; the row is skipped without it).
 
-With the defaults, five rows take an estimated 20-26 minutes on this 2-core CPU: training at
-the throughput quick.yaml trials reached here (~270 real images/s for DCGAN, ~115 for WGAN-GP
-with one critic step), plus ~60-90 s a row of start-up and the final FID. FIDs are only
-comparable at the same N (`--eval-images`).
+What is compared is the training recipe (loss, optimiser, learning rates and their schedule,
+batch size, critic schedule, clipping or penalty, DiffAugment, EMA), at equal compute on this
+CPU. The networks are the same for every seed row and for pokegan-default (the quick.yaml widths:
+32 base channels in G and D, latent size 64, 64 px, DCGAN with transposed convolutions; only the
+critic's norm follows each seed), even where a seed used other widths, 128 px or another latent
+size. The pokegan-lightweight rows train the lightweight architecture at the same widths and
+latent size, because that architecture is what they compare; search-best keeps the upsampler its
+search chose. Seed recipes get neither DiffAugment nor an EMA (they had none). Every row trains
+on the same prepared set (the bundled 1008 Pokémon plus 10 augmented versions of each, 11,088
+rows at 64 px), so a seed's own offline augmentation is not reproduced.
 
-Last line: `vs_seeds: best_seed_fid=<x> ours_fid=<y> ratio=<y/x>`, ours being the better of
-pokegan-default and search-best; a failed or non-finite run counts as FID inf.
+Images seen counts real images shown to D (D batches x batch size), so a recipe with 5 critic
+steps per generator step gets a fifth of the generator steps of a DCGAN. Each row trains the
+fewest generator steps whose D batches reach `--images`. Epochs are of the prepared set: at the
+default 40,000 images a row trains ~3.6 epochs, so mrm-dcgan-decay's first decay (after 10 epochs,
+110,080 images at batch 128) never comes and it trains exactly as mrm-dcgan; pass
+`--images 120000` or more to see the decay act (the script says so before training).
+
+FID and KID are on `--eval-images` generated images (default 1008) against the statistics of all
+the set's real originals (the evaluator always uses rows=originals, whatever data.rows trains
+on; each row prints N generated/N real). At N >= 1000 the 2048-d feature covariance is far less
+rank-starved than at the few hundred images a training-time evaluation affords; FIDs are only
+comparable at the same N.
+
+    python benchmarks/vs_seeds.py [--images 40000] [--eval-images 1008] [--seed 0]
+                                  [--rows NAME[,NAME...]] [--search-best SEARCH/best_config.yaml]
+                                  [--data URI] [--storage URI]
+
+Run time on this 2-core CPU, all nine rows at the defaults: about 1-1.5 hours. Training is
+~30 minutes of it (throughput of quick.yaml trials here: ~270 real images/s for DCGAN, ~115 for
+WGAN-GP with one critic step; a lightweight step takes ~1.7x a DCGAN step at these widths, by
+benchmarks/model_step.py's timing); start-up is ~0.5-1 minute a row, and the FID at N=1008 ~2-6
+minutes a row (Inception takes ~0.1-0.35 s an image here, the slower end when the cores are
+shared), plus ~2-6 minutes once for the real statistics when the set has none cached. `--rows`
+runs a subset.
+
+Last line: `vs_seeds: best_seed_fid=<x> ours_fid=<y> ratio=<y/x>`, x the best seed row run, y the
+best pokegan row run (pokegan-* and search-best); a failed or non-finite run counts as FID inf.
 """
 
 from __future__ import annotations
@@ -47,11 +77,16 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
-# Every row trains the same networks (search_spaces/quick.yaml's base), so only the recipe differs.
+if TYPE_CHECKING:
+    from pokegan_ray.training.config import ExperimentConfig
+
+RESOLUTION_PX = 64
+# Every row trains these networks (search_spaces/quick.yaml's base), so only the recipe differs; the
+# pokegan-lightweight rows swap the architecture, nothing else.
 SHARED_MODEL = {"architecture": "dcgan", "generator_channels": 32, "discriminator_channels": 32, "latent_size": 64,
                 "upsampler": "transposed", "conditional": False}
 
@@ -59,47 +94,102 @@ SHARED_MODEL = {"architecture": "dcgan", "generator_channels": 32, "discriminato
 # evaluated "EMA" generator an exact copy of G after every step (GeneratorEma lerps by 1 - decay).
 NO_POKEGAN_EXTRAS = {"augment_policy": "", "ema_decay": 0.0}
 
-# name -> (where the recipe comes from, raw config sections). Only keys pokegan has; what a seed
-# did that pokegan cannot express is said next to it.
+# name -> (where the recipe comes from, raw config sections). Only keys pokegan's config has, with
+# the write-up's own numbers; what a seed did that pokegan cannot express is said next to it. No
+# seed row takes the seed's widths, resolution or latent size (see the module docstring).
 SEED_RECIPES: dict[str, tuple[str, dict[str, dict[str, Any]]]] = {
-    # No "MRM" Pokémon DCGAN could be identified among the public repositories searched (no repository
-    # or owner named MRM holds one; MarieRoald/PokeGAN, the closest name, holds only an MNIST MLP GAN),
-    # so this row is the DCGAN paper's recipe (Radford et al. 2016): Adam 2e-4, betas (0.5, 0.999),
-    # batch 128, z = 100 (here 64, like every row), BatchNorm in G and D.
-    "mrm-dcgan": ("DCGAN paper's recipe (the MRM seed was not found)", {
-        "model": {},
-        "loss": {"name": "dcgan", "generator_learning_rate": 2e-4, "discriminator_learning_rate": 2e-4,
-                 "adam_betas": [0.5, 0.999], **NO_POKEGAN_EXTRAS},
-        "train": {"batch_size": 128},
-    }),
-    # ankitesh97/GANS PokemonGenerator/pokeGan.py (the 128 px version with the README's results):
-    # RMSProp 2e-4 for both networks (not the WGAN paper's 5e-5), clip 0.01, 5 critic steps,
-    # batch 64, z = 100 uniform in [-1, 1], BatchNorm in the critic. Its warm-up took 25 critic steps
-    # (not the paper's 100) for the first 25 generator steps and every 500th; pokegan's schedule
-    # only knows the paper's 100, which would spend 4x the seed's warm-up images, so the schedule is
-    # off and every generator step gets 5 critic steps: this favours the seed (more generator steps
-    # for the same images). The seed clipped before each critic step, pokegan after.
-    "ankitesh-wgan": ("ankitesh97/GANS PokemonGenerator/pokeGan.py", {
-        "model": {"discriminator_norm": "batch"},
-        "loss": {"name": "wgan", "generator_learning_rate": 2e-4, "discriminator_learning_rate": 2e-4,
-                 "clip_value": 0.01, "n_critic": 5, "paper_critic_schedule": False, **NO_POKEGAN_EXTRAS},
-        "train": {"batch_size": 64},
-    }),
-    # lanpartis/pokeGANs run.py (its stored .ipynb_checkpoints copy) and models.py: Adam 1e-4 for both,
-    # betas (0.01, 0.9), d_iter = g_iter = 1, batch 64, z = 128 uniform in [0, 1], 128 px. Its
-    # loss_with_penalty is not in the stored files: lambda = 10, the WGAN-GP paper's (and that of a
-    # derived script with the same optimiser settings). Its critic used BatchNorm, which breaks the
-    # per-sample penalty and which pokegan refuses with WGAN-GP; layer norm (pokegan's and the
-    # paper's choice) stands in.
-    "pokegans-wgan-gp": ("lanpartis/pokeGANs run.py + models.py", {
+    # 000_c38e3c82b7ea81af.txt (pokeGANs, PyTorch, 128 px): WGAN-GP with LAMBDA = 10, d_iter = g_iter = 1,
+    # latent_dim = 128, 3000 epochs, BatchNorm in the critic. The write-up shows neither optimiser nor
+    # batch size; they come from the repository it links (lanpartis/pokeGANs run.py, its stored
+    # .ipynb_checkpoints copy): Adam 1e-4 for both, betas (0.01, 0.9), batch 64, z uniform in [0, 1).
+    # Not expressible: BatchNorm in the critic (it breaks the per-sample penalty; pokegan refuses it with
+    # WGAN-GP, so layer norm, the paper's choice, stands in), dropout 0.5 before the critic's last
+    # layer, and its interpolation weight drawn per pixel (torch.rand(rdata.size())), not per sample.
+    "pokegans-wgan-gp": ("seed write-up 000_c38e3c82b7ea81af.txt (+ lanpartis/pokeGANs run.py)", {
         "model": {"discriminator_norm": "layer"},
         "loss": {"name": "wgan-gp", "generator_learning_rate": 1e-4, "discriminator_learning_rate": 1e-4,
                  "adam_betas": [0.01, 0.9], "n_critic": 1, "paper_critic_schedule": False, "gp_weight": 10.0,
                  **NO_POKEGAN_EXTRAS},
         "train": {"batch_size": 64},
     }),
+    # 001_f11aa47cd306b1e1.txt (WGAN, TensorFlow, 128 px; 819 Pokémon flipped and rotated to 8190):
+    # RMSProp learning_rate = 2e-4 for both networks (not the WGAN paper's 5e-5), clip 0.01, d_iters = 5,
+    # BATCH_SIZE = 64, random_dim = 100 uniform in [-1, 1], BatchNorm in the critic (conv2-4), 1000 epochs.
+    # Its warm-up took 25 critic steps (not the paper's 100) for the first 25 generator steps and every
+    # 500th; pokegan's schedule only knows the paper's 100, which would spend 4x the seed's warm-up
+    # images, so the schedule is off and every generator step gets 5 critic steps: this favours the
+    # seed (more generator steps for the same images). The seed clipped before each critic step,
+    # pokegan after; its leaky ReLU slope was 0.3 (pokegan's 0.2).
+    "ankitesh-wgan": ("seed write-up 001_f11aa47cd306b1e1.txt", {
+        "model": {"discriminator_norm": "batch"},
+        "loss": {"name": "wgan", "generator_learning_rate": 2e-4, "discriminator_learning_rate": 2e-4,
+                 "clip_value": 0.01, "n_critic": 5, "paper_critic_schedule": False, **NO_POKEGAN_EXTRAS},
+        "train": {"batch_size": 64},
+    }),
+    # 002_5aa83d53a92705b4.txt ("Who's that Pokémon", PyTorch): four hand-tuned runs (its Table 1); run 3
+    # is the one it presents as its result ("the results of the third run appear to show some form of
+    # limbs", the longest-trained): 128 px, batch 128, learning rate 2e-4, latent space 256, 200 epochs.
+    # D ends in a sigmoid (BCE: pokegan's "dcgan" loss), BatchNorm in D's inner blocks. The write-up
+    # shows no optimiser code, so Adam's betas are the dcgan loss's default (0.5, 0.999), the DCGAN
+    # paper's. Not expressible: its x13 offline augmentation (flips, vertical flips, colour jitter with
+    # hue 0.5, solarize, rotation 30 degrees), applied again on the fly when reading.
+    "whos-that-dcgan": ("seed write-up 002_5aa83d53a92705b4.txt (run 3)", {
+        "model": {},
+        "loss": {"name": "dcgan", "generator_learning_rate": 2e-4, "discriminator_learning_rate": 2e-4,
+                 **NO_POKEGAN_EXTRAS},
+        "train": {"batch_size": 128},
+    }),
+    # 003_be0c5ae5288d9410.txt (MRM, PyTorch, 64 px): lrd = lrg = 0.0003, Adam beta1 = 0.5 (beta2 0.999),
+    # batch_size = 128, nz = 100, ngf = ndf = 64, BCE, 1000 epochs. Its "decay" rebinds the Python floats
+    # lrd and lrg after the optimisers were built from them, so it never reaches param_groups: as
+    # written the rates stay at 3e-4 for the whole run. Not expressible: G's step reuses D's fake batch
+    # instead of drawing new noise.
+    "mrm-dcgan": ("seed write-up 003_be0c5ae5288d9410.txt (as written: constant rate)", {
+        "model": {},
+        "loss": {"name": "dcgan", "generator_learning_rate": 3e-4, "discriminator_learning_rate": 3e-4,
+                 "adam_betas": [0.5, 0.999], "lr_schedule": "constant", **NO_POKEGAN_EXTRAS},
+        "train": {"batch_size": 128},
+    }),
+    # 003 again, with the decay it meant: lrd -= 0.2 * lrd and lrg -= 0.1 * lrg every ten epochs. Its
+    # epochs were of its large_dataset (11,000+ images; the small one had 806), about pokegan's prepared
+    # set (11,088 rows at 64 px), so ten epochs stay ten epochs. Simplified: the seed's first decay came
+    # after epoch 0 (epoch % 10 == 0), pokegan's after epoch 10, and the seed also cut G's rate after
+    # epochs divisible by 11 or 12 (e.g. after 10, 11 and 12); here G's rate falls x0.9 every ten epochs.
+    "mrm-dcgan-decay": ("seed write-up 003_be0c5ae5288d9410.txt (its intended decay)", {
+        "model": {},
+        "loss": {"name": "dcgan", "generator_learning_rate": 3e-4, "discriminator_learning_rate": 3e-4,
+                 "adam_betas": [0.5, 0.999], "lr_schedule": "step", "lr_step_epochs": 10,
+                 "generator_lr_step_factor": 0.9, "discriminator_lr_step_factor": 0.8, **NO_POKEGAN_EXTRAS},
+        "train": {"batch_size": 128},
+    }),
+    # 004_fc5b746df96514eb.txt (GAN_IconClass, 64 px sprites): it compares DCGAN, WGAN-GP and AC-GAN;
+    # its closing comparison (the result it draws) is on WGAN samples, so this row is its WGAN-GP: the
+    # critic without BatchNorm ("I remove the Batch Normalization Layer"), z = 100 normal. Its
+    # hyper-parameter sections (learning rate, Z, label smoothing, instance noise) are empty, with no
+    # lambda, critic steps, learning rates or batch size given, so those are pokegan's wgan-gp defaults,
+    # the WGAN-GP paper's: Adam 1e-4, betas (0, 0.9), 5 critic steps, lambda 10, and batch 64. Not
+    # used: its ColorPicker generator (pokegan's `model.upsampler: palette`), which it found gave the
+    # most uniform colours, because every seed row shares the transposed-convolution networks; its G's
+    # dropout is not expressible.
+    "iconclass-wgan-gp": ("seed write-up 004_fc5b746df96514eb.txt (WGAN-GP)", {
+        "model": {"discriminator_norm": "none"},
+        "loss": {"name": "wgan-gp", **NO_POKEGAN_EXTRAS},
+        "train": {"batch_size": 64},
+    }),
 }
-OURS = ("pokegan-default", "search-best")
+
+LIGHTWEIGHT = {"model": {"architecture": "lightweight"}, "loss": {"name": "hinge"}}
+# pokegan's own recipes; DiffAugment (color, translation, cutout) and the EMA of G are the defaults.
+POKEGAN_RECIPES: dict[str, tuple[str, dict[str, dict[str, Any]]]] = {
+    "pokegan-default": ("ExperimentConfig defaults", {}),
+    "pokegan-lightweight": ("architecture lightweight + hinge loss", LIGHTWEIGHT),
+    "pokegan-lightweight-ada": ("lightweight + adaptive augmentation + R1 0.1", {
+        "model": LIGHTWEIGHT["model"],
+        "loss": {**LIGHTWEIGHT["loss"], "augment_probability": "adaptive", "r1_gamma": 0.1},
+    }),
+}
+SEARCH_BEST = "search-best"
+ALL_ROWS = (*SEED_RECIPES, *POKEGAN_RECIPES, SEARCH_BEST)
 
 
 @dataclass
@@ -107,13 +197,16 @@ class Row:
     name: str
     source: str
     raw: dict[str, dict[str, Any]]
-    loss: str = ""
+    experiment: ExperimentConfig
     generator_steps: int = 0
     images_seen: int = 0
     status: str = "not run"
     message: str = ""
     fid: float = math.inf
     kid: float = math.nan
+    epochs: float = math.nan
+    generated_images: int = 0
+    real_images: int = 0
     seconds: float = 0.0
     train_seconds: float = 0.0
 
@@ -133,7 +226,7 @@ def generator_steps_for(images: int, batch_size: int, loss_config) -> tuple[int,
 
 def common_sections(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     return {
-        "data": {"uri": args.data, "resolution": 64, "rows": "all"},
+        "data": {"uri": args.data, "resolution": RESOLUTION_PX, "rows": "all"},
         "model": dict(SHARED_MODEL),
         # FID only at the end; no intermediate grids or checkpoints to pay for.
         "train": {"seed": args.seed, "eval_every": 0, "eval_images": args.eval_images, "report_every": 50,
@@ -155,38 +248,69 @@ def search_best_sections(path: str) -> tuple[dict[str, dict[str, Any]], list[str
             "train": {"batch_size": (config.get("train") or {}).get("batch_size", 64)}}, notes
 
 
-def build_rows(args: argparse.Namespace) -> list[Row]:
-    """Every row's validated raw config, with its generator steps for the image budget (no Ray yet)."""
+def selected_rows(text: str | None, search_best: str | None) -> list[str]:
+    """The row names `--rows` asks for (all by default, search-best only with --search-best), in table order."""
+    if text is None:
+        return [name for name in ALL_ROWS if name != SEARCH_BEST or search_best]
+    names = {name.strip() for name in text.split(",") if name.strip()}
+    unknown = sorted(names - set(ALL_ROWS))
+    if unknown or not names:
+        raise ValueError(f"--rows: unknown row(s) {', '.join(unknown) or '(none given)'}; choose from: "
+                         f"{', '.join(ALL_ROWS)}")
+    if SEARCH_BEST in names and not search_best:
+        raise ValueError("--rows search-best needs --search-best SEARCH/best_config.yaml")
+    return [name for name in ALL_ROWS if name in names]
+
+
+def build_rows(args: argparse.Namespace, names: list[str]) -> list[Row]:
+    """The chosen rows' validated raw configs, with their generator steps for the image budget (no Ray yet)."""
     from pokegan_ray.training.config import ExperimentConfig, merge_sections
 
-    common = common_sections(args)
-    recipes = [(name, source, sections) for name, (source, sections) in SEED_RECIPES.items()]
-    # pokegan's defaults (DCGAN loss, DiffAugment, EMA, batch 64) at the shared widths.
-    recipes.append(("pokegan-default", "ExperimentConfig defaults", {}))
-    if args.search_best:
+    recipes = {**SEED_RECIPES, **POKEGAN_RECIPES}
+    if SEARCH_BEST in names:
         sections, notes = search_best_sections(args.search_best)
         for note in notes:
             print(f"search-best: set to the shared networks: {note}")
-        recipes.append(("search-best", args.search_best, sections))
+        recipes[SEARCH_BEST] = (args.search_best, sections)
+    common = common_sections(args)
     rows = []
-    for name, source, sections in recipes:
+    for name in names:
+        source, sections = recipes[name]
         raw = merge_sections(common, sections)
         experiment = ExperimentConfig.from_dict(raw)
         steps, images_seen = generator_steps_for(args.images, experiment.train.batch_size, experiment.gan.loss)
         raw = merge_sections(raw, {"train": {"steps": steps, "sample_every": steps, "checkpoint_every": steps}})
-        ExperimentConfig.from_dict(raw)  # fail before Ray on anything a key or value gets wrong
-        rows.append(Row(name, source, raw, loss=experiment.gan.loss.name, generator_steps=steps,
-                        images_seen=images_seen))
+        experiment = ExperimentConfig.from_dict(raw)  # fail before Ray on anything a key or value gets wrong
+        rows.append(Row(name, source, raw, experiment, generator_steps=steps, images_seen=images_seen))
     return rows
+
+
+def budget_notes(rows: list[Row], manifest: dict[str, Any], eval_images: int) -> list[str]:
+    """What the reader should know about N and the step-decay rows at this budget, from the prepared set's size."""
+    originals = manifest["originals_per_resolution"]
+    set_rows = manifest["rows_per_resolution"][str(RESOLUTION_PX)]
+    notes = [(f"FID/KID reference: the statistics of all {originals} real originals; {eval_images} generated "
+              f"images per row; an epoch is {set_rows:,} rows of the prepared set")]
+    if eval_images < min(originals, 1000):
+        notes.append(f"--eval-images {eval_images} < {min(originals, 1000)}: a rank-starved feature covariance "
+                     "biases FID upwards; fine for a smoke test, not for the comparison")
+    for row in rows:
+        loss, batch_size = row.experiment.gan.loss, row.experiment.train.batch_size
+        if loss.lr_schedule == "step":
+            first_decay = math.ceil(loss.lr_step_epochs * (set_rows // batch_size)) * batch_size
+            if row.images_seen <= first_decay:
+                notes.append(f"{row.name}: its first rate decay comes after {loss.lr_step_epochs:g} epochs "
+                             f"({first_decay:,} images); at {row.images_seen:,} it trains at constant rates")
+    return notes
 
 
 def train_seconds(run_uri: str) -> float:
     """Seconds spent in training steps (not start-up, sampling or the FID): from the run's history."""
-    from pokegan_ray.storage import location
+    from pokegan_ray.storage import StorageError, location
 
     try:
         history = json.loads(location(run_uri).join("history.json").read_bytes())
-    except Exception:  # a failed run has no history: its row says so already
+    except (StorageError, ValueError):  # a failed run has no (whole) history: its row says so already
         return math.nan
     seconds, previous = 0.0, 0
     for entry in history:
@@ -199,8 +323,8 @@ def train_seconds(run_uri: str) -> float:
 def run_row(row: Row, storage: str, stamp: str, weights: str | None) -> None:
     from pokegan_ray.training.trainer import TrainError, train
 
-    print(f"\n=== {row.name}: {row.loss}, {row.generator_steps} generator steps, {row.images_seen:,} real images "
-          f"({row.source})", flush=True)
+    print(f"\n=== {row.name}: {row.experiment.gan.loss.name}, {row.generator_steps} generator steps, "
+          f"{row.images_seen:,} real images ({row.source})", flush=True)
     started = time.perf_counter()
     try:
         outcome = train(row.raw, storage_uri=storage, name=f"{stamp}-{row.name}", inception_weights=weights)
@@ -211,23 +335,36 @@ def run_row(row: Row, storage: str, stamp: str, weights: str | None) -> None:
         finite = outcome.status == "completed" and outcome.fid is not None and math.isfinite(outcome.fid)
         row.fid = float(outcome.fid) if finite else math.inf
         row.kid = float(outcome.metrics.get("kid", math.nan)) if finite else math.nan
+        row.epochs = float(outcome.metrics.get("epoch", math.nan))
+        row.generated_images = int(outcome.metrics.get("fid_num_images", 0))
+        row.real_images = int(outcome.metrics.get("fid_real_images", 0))
         row.train_seconds = train_seconds(outcome.run_uri)
     row.seconds = time.perf_counter() - started
 
 
 def row_line(row: Row) -> str:
     status = "" if row.status == "completed" else f"  [{row.status}: {row.message}]"
-    return (f"{row.name:<17} {row.loss:<8} g_steps={row.generator_steps:>6} images={row.images_seen:>8,} "
-            f"FID={row.fid:>8.2f} KID={row.kid:.4f} seconds={row.seconds:.0f} (training {row.train_seconds:.0f})"
-            f"{status}")
+    return (f"{row.name:<23} {row.experiment.gan.loss.name:<7} g_steps={row.generator_steps:>6} "
+            f"images={row.images_seen:>8,} epochs={row.epochs:>4.1f} FID={row.fid:>7.2f} KID={row.kid:.4f} "
+            f"N={row.generated_images}/{row.real_images} seconds={row.seconds:.0f} "
+            f"(training {row.train_seconds:.0f}){status}")
+
+
+def summary_line(rows: list[Row]) -> str:
+    best_seed = min((row.fid for row in rows if row.name in SEED_RECIPES), default=math.inf)
+    ours = min((row.fid for row in rows if row.name not in SEED_RECIPES), default=math.inf)
+    ratio = ours / best_seed if best_seed > 0 and not (math.isinf(ours) and math.isinf(best_seed)) else math.nan
+    return f"vs_seeds: best_seed_fid={best_seed:.2f} ours_fid={ours:.2f} ratio={ratio:.3f}"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=40_000,
-                        help="real images every recipe's D sees (default: 40000, ~20-26 minutes for five rows)")
-    parser.add_argument("--eval-images", type=int, default=256, help="generated images per FID/KID (default: 256)")
+                        help="real images every recipe's D sees (default: 40000, ~1-1.5 hours for nine rows)")
+    parser.add_argument("--eval-images", type=int, default=1008,
+                        help="generated images per FID/KID (default: 1008, the bundled set's originals)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--rows", help=f"comma-separated rows to run (default: all); from {', '.join(ALL_ROWS)}")
     parser.add_argument("--search-best", help="a quick.yaml search's best_config.yaml (without it: no search-best row)")
     parser.add_argument("--data", default=None, help="the prepared set (default: the bundled set, prepared if absent)")
     parser.add_argument("--storage", default=None, help="where the runs go (default: a temporary folder, removed "
@@ -235,15 +372,21 @@ def main() -> None:
     args = parser.parse_args()
     if args.images < 1 or args.eval_images < 2:
         parser.error("--images must be >= 1 and --eval-images >= 2")
+    try:
+        names = selected_rows(args.rows, args.search_best)
+    except ValueError as error:
+        parser.error(str(error))
 
     from pokegan_ray.cli import ensure_default_data, init_ray
+    from pokegan_ray.data.prepare import read_manifest
     from pokegan_ray.defaults import DEFAULT_DATA_URI
     from pokegan_ray.metrics import weights_path_from_environment
+    from pokegan_ray.storage import location
 
     os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")
     args.data = args.data or DEFAULT_DATA_URI
-    rows = build_rows(args)
-    if not args.search_best:
+    rows = build_rows(args, names)
+    if not args.search_best and args.rows is None:
         print("search-best: skipped (no --search-best given; run `pokegan tune --space search_spaces/quick.yaml` "
               "and pass its best_config.yaml)")
     storage = args.storage or tempfile.mkdtemp(prefix="pokegan-vs-seeds-")
@@ -254,7 +397,9 @@ def main() -> None:
 
     init_ray()
     ensure_default_data({"data": {"uri": args.data}})
-    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M%S")
+    for note in budget_notes(rows, read_manifest(location(args.data)), args.eval_images):
+        print(f"note: {note}", flush=True)
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%d-%H%M%S")
     started = time.perf_counter()
     try:
         for row in rows:
@@ -268,11 +413,8 @@ def main() -> None:
           f"N={args.eval_images} generated images per FID")
     for row in rows:
         print(row_line(row))
-    best_seed = min(row.fid for row in rows if row.name in SEED_RECIPES)
-    ours = min(row.fid for row in rows if row.name in OURS)
-    ratio = ours / best_seed if best_seed > 0 and not (math.isinf(ours) and math.isinf(best_seed)) else math.nan
     sys.stdout.flush()
-    print(f"vs_seeds: best_seed_fid={best_seed:.2f} ours_fid={ours:.2f} ratio={ratio:.3f}")
+    print(summary_line(rows))
 
 
 if __name__ == "__main__":
