@@ -227,12 +227,9 @@ def report(gan: Gan, experiment: ExperimentConfig, run: RunContext, progress: "P
     losses = window.mean_across_ranks()  # the one device-to-host copy of the window's loss terms
     checksums = {"generator_checksum": parameter_checksum(gan.generator),
                  "discriminator_checksum": parameter_checksum(gan.discriminator)}
-    if not all(math.isfinite(value) for value in (*losses.values(), *checksums.values())):
-        if writer:
-            writer.write_status("non-finite", step, f"a loss or weight became NaN or infinite between steps "
-                                f"{window.first_step} and {step}; the last good checkpoint is kept and no FID is "
-                                "reported")
-        session.report({"step": step, "nonfinite": 1.0, "images_seen": progress.images_seen(experiment)}, None)
+    # A collective, so every rank takes the same way out (one rank leaving alone would hang the others).
+    if not session.all_true(all(math.isfinite(value) for value in (*losses.values(), *checksums.values()))):
+        stop_non_finite(experiment, progress, window, writer, session)
         return False
     metrics = {
         "step": step,
@@ -270,6 +267,15 @@ def report(gan: Gan, experiment: ExperimentConfig, run: RunContext, progress: "P
             state = checkpoint_state(gan, experiment, run, progress, rank_states)
     session.report(metrics, state)
     return True
+
+
+def stop_non_finite(experiment: ExperimentConfig, progress: "Progress", window: "MetricWindow",
+                    writer: "RunArtifacts | None", session: Session) -> None:
+    step = progress.step
+    if writer:
+        writer.write_status("non-finite", step, f"a loss or weight became NaN or infinite between steps "
+                            f"{window.first_step} and {step}; the last good checkpoint is kept and no FID is reported")
+    session.report({"step": step, "nonfinite": 1.0, "images_seen": progress.images_seen(experiment)}, None)
 
 
 def checkpoint_state(gan: Gan, experiment: ExperimentConfig, run: RunContext, progress: "Progress",
