@@ -196,6 +196,9 @@ def wait_for_capacity(bundles: list[Bundle], what: str, options: ClusterOptions,
                                    "longer (--cluster-timeout)")
             if time.monotonic() - last_said >= REMIND_INTERVAL_S:
                 last_said = time.monotonic()
+                # Again: a request the autoscaler never got (a failed call, a restarted head) must not
+                # leave the job waiting out its whole timeout. The same request twice changes nothing.
+                _ask_autoscaler(bundles)
                 say(f"{what} still waits ({duration_text(waited)} of {duration_text(timeout)}): the cluster has "
                     f"{describe(capacity.total())} on {len(capacity.nodes)} node(s)")
     finally:
@@ -228,8 +231,8 @@ def _ask_autoscaler(bundles: list[Bundle]) -> None:
 
     try:
         request_resources(bundles=[dict(bundle) for bundle in bundles])
-    except Exception as error:  # a hint, never a reason to fail the job
-        log.debug("request_resources failed: %s", error)
+    except Exception as error:  # a hint, never a reason to fail the job; asked again within a minute
+        log.warning("could not pass a request to the autoscaler (request_resources: %s)", error)
 
 
 def require_shared_storage(places: dict[str, str], options: ClusterOptions, capacity: Capacity | None = None) -> None:

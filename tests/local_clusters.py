@@ -87,6 +87,15 @@ class AutoscalingCluster:
             self.shutdown()
             raise RuntimeError(f"ray start failed:\n{(result.stdout + result.stderr)[-3000:]}")
 
+    def autoscaler_log_tail(self, characters: int = 6000) -> str:
+        """The end of the autoscaler's own log (monitor.log), for a test that waited for a node in vain."""
+        path = os.path.join(self.temp_dir, "session_latest", "logs", "monitor.log")
+        try:
+            with open(path, errors="replace") as handle:
+                return handle.read()[-characters:]
+        except OSError as error:
+            return f"(no autoscaler log: {error})"
+
     def worker_nodes(self) -> int:
         """Live worker nodes, counted by the raylets of this cluster (the head's is the first)."""
         return max(0, len([pid for pid in self._pids() if "raylet/raylet" in _cmdline(pid)]) - 1)

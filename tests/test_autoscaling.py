@@ -44,10 +44,14 @@ def test_a_run_on_an_empty_cluster_asks_the_autoscaler_and_completes(cluster, dr
                     *tiny_settings(**TRAIN_4_STEPS)], driver_env)
     waiting = train.wait_for("waits for the cluster", timeout=120)
     assert "asked the autoscaler for nodes" in waiting
-    assert train.finish(timeout=300) == 0, train.output[-4000:]
+    try:
+        status = train.finish(timeout=300)
+    except pytest.fail.Exception as failure:
+        pytest.fail(f"{failure}\n--- the autoscaler's log ---\n{cluster.autoscaler_log_tail()}")
+    assert status == 0, train.output[-4000:]
     assert "the cluster has room now" in train.output
-    status = json.loads(location(f"s3://{s3_bucket}/runs/scaled").join("status.json").read_bytes())
-    assert status["status"] == "completed"
+    run_status = json.loads(location(f"s3://{s3_bucket}/runs/scaled").join("status.json").read_bytes())
+    assert run_status["status"] == "completed"
     print(f"scaled from zero and trained in {time.monotonic() - started:.0f} s")
 
 
