@@ -178,7 +178,8 @@ SEED_RECIPES: dict[str, tuple[str, dict[str, dict[str, Any]]]] = {
     }),
 }
 
-LIGHTWEIGHT = {"model": {"architecture": "lightweight"}, "loss": {"name": "hinge"}}
+# FastGAN's own block (nearest-upsample + conv), as pokegan's "lightweight" preset has it.
+LIGHTWEIGHT = {"model": {"architecture": "lightweight", "upsampler": "upsample"}, "loss": {"name": "hinge"}}
 # pokegan's own recipes; DiffAugment (color, translation, cutout) and the EMA of G are the defaults.
 POKEGAN_RECIPES: dict[str, tuple[str, dict[str, dict[str, Any]]]] = {
     "pokegan-default": ("ExperimentConfig defaults", {}),
