@@ -34,10 +34,9 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
-
-import torch.distributed as dist
 
 from pokegan_ray.losses.diff_augment import diff_augment
 from pokegan_ray.models.networks import SELF_SUPERVISED_ARCHITECTURES
