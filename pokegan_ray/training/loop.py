@@ -437,7 +437,8 @@ class RunArtifacts:
         grids = [info.path for info in self.folder.join("samples").list_files() if info.path.endswith(".png")]
         frames = [self.folder.filesystem.open_input_stream(path).read() for path in grids]
         self.folder.join("progress.gif").write_bytes_atomic(artifacts.progress_gif(frames))
-        title = f"{self.experiment.gan.loss.name} / {self.experiment.gan.model.upsampler}"
+        model = self.experiment.gan.model
+        title = f"{model.architecture} / {self.experiment.gan.loss.name} / {model.upsampler} / {model.resolution_px} px"
         self.folder.join("history.png").write_bytes_atomic(artifacts.history_plot(history, title))
         self.folder.join("history.json").write_bytes_atomic(json.dumps(history, indent=1).encode())
 
