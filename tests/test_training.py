@@ -128,6 +128,58 @@ def test_lightweight_gan_under_ddp_keeps_both_replicas_and_their_augment_probabi
         assert rank_0[key] == rank_1[key], key
 
 
+def _evaluate_on_ranks(rank: int, world_size: int, data_uri: str, weights_file: str, out_folder: str,
+                       init_file: str = "") -> None:
+    """One rank of an evaluation (world_size 1: in this process; more: a gloo group of processes)."""
+    from pokegan_ray.data.prepare import class_frequencies, read_manifest
+    from pokegan_ray.models import build_networks
+    from pokegan_ray.training.config import ExperimentConfig
+    from pokegan_ray.training.evaluation import Evaluator
+
+    torch.set_num_threads(1)
+    if world_size > 1:
+        torch.distributed.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank,
+                                             world_size=world_size)
+    manifest = read_manifest(location(data_uri))
+    experiment = ExperimentConfig.from_dict(config(
+        data={"uri": data_uri}, model={"conditional": True, "num_classes": len(manifest["classes"])},
+        train={"eval_images": 10}))
+    generator, _ = build_networks(experiment.gan.model)
+    generator.load_state_dict(torch.load(weights_file, weights_only=True))
+    generated = []
+    generator.register_forward_hook(lambda module, inputs, output: generated.append(output.shape[0]))
+    evaluator = Evaluator(experiment, manifest["classes"], manifest["content_hash"], class_frequencies(manifest),
+                          None, torch.device("cpu"), batch_size=4)
+    scores = evaluator.evaluate(generator, rank=rank, world_size=world_size)
+    Path(out_folder, f"{world_size}-{rank}.json").write_text(json.dumps({"scores": scores, "generated": generated}))
+    if world_size > 1:
+        torch.distributed.destroy_process_group()
+
+
+def test_two_ranks_share_an_evaluation_and_score_it_as_one_rank_does(local_data, tmp_path):
+    from pokegan_ray.models import build_networks
+    from pokegan_ray.models.config import ModelConfig
+
+    torch.manual_seed(3)
+    generator, _ = build_networks(ModelConfig(generator_channels=8, discriminator_channels=8, latent_size=16,
+                                              conditional=True, num_classes=2))
+    weights = str(tmp_path / "generator.pt")
+    torch.save(generator.state_dict(), weights)
+
+    _evaluate_on_ranks(0, 1, local_data, weights, str(tmp_path))
+    torch.multiprocessing.spawn(_evaluate_on_ranks, args=(2, local_data, weights, str(tmp_path),
+                                                          str(tmp_path / "rendezvous")), nprocs=2)
+
+    one, *two = (json.loads((tmp_path / f"{name}.json").read_text()) for name in ("1-0", "2-0", "2-1"))
+    # 10 images in batches of 4: rank 0 generates batches 0 and 2, rank 1 batch 1; only rank 0 scores.
+    assert one["generated"] == [4, 4, 2]
+    assert [rank["generated"] for rank in two] == [[4, 2], [4]]
+    assert two[1]["scores"] == {}
+    assert one["scores"]["fid_num_images"] == two[0]["scores"]["fid_num_images"] == 10
+    assert abs(one["scores"]["fid"] - two[0]["scores"]["fid"]) <= 1e-6
+    assert abs(one["scores"]["kid"] - two[0]["scores"]["kid"]) <= 1e-9
+
+
 def test_acgan_grids_have_a_row_per_type_and_evaluate_prints_fid_and_kid(ray_cluster, local_data, tmp_path,
                                                                           capsys, monkeypatch):
     from pokegan_ray.cli import main

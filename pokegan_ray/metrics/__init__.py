@@ -32,7 +32,14 @@ from pokegan_ray.metrics.cache import (
     real_statistics,
     real_statistics_from_features,
 )
-from pokegan_ray.metrics.evaluation import evaluate_generator, sample_latents_and_labels
+from pokegan_ray.metrics.evaluation import (
+    check_compatible,
+    evaluate_generator,
+    generated_features,
+    merge_batch_features,
+    sample_latents_and_labels,
+    scores_from_features,
+)
 from pokegan_ray.metrics.inception import (
     FEATURE_DIM,
     PROTOCOL,
@@ -58,17 +65,21 @@ __all__ = [
     "InceptionWeightsError",
     "RealStatistics",
     "RealStatsKey",
+    "check_compatible",
     "default_cache_root",
     "default_weights_path",
     "evaluate_generator",
     "feature_statistics",
     "frechet_distance",
+    "generated_features",
     "kernel_inception_distance",
     "load_inception",
+    "merge_batch_features",
     "quantize_to_uint8",
     "real_statistics",
     "real_statistics_from_features",
     "resize_for_inception",
     "sample_latents_and_labels",
+    "scores_from_features",
     "weights_path_from_environment",
 ]

@@ -45,7 +45,7 @@ def evaluate_generator(generator: nn.Module, *, real: RealStatistics, extractor:
                        num_images: int, batch_size: int, latent_size: int, device: str | torch.device,
                        num_classes: int = 0, label_probabilities: Sequence[float] | np.ndarray | None = None,
                        seed: int = 0, kid_num_subsets: int = KID_NUM_SUBSETS) -> dict[str, float | int]:
-    """FID and KID of `num_images` generated images against `real`.
+    """FID and KID of `num_images` generated images against `real`, on one process.
 
     The generator lives on `device` and is called as `generator(z)`, or `generator(z, labels)`
     when `num_classes > 0`, with z shaped (batch, latent_size); it must return images in
@@ -55,35 +55,69 @@ def evaluate_generator(generator: nn.Module, *, real: RealStatistics, extractor:
 
     Returns {"fid", "kid", "kid_std", "fid_num_images": N generated, "fid_real_images": N real,
     "kid_subset_size"}. FID is biased upwards for small N, so only compare runs evaluated
-    with the same N.
+    with the same N. Several processes share the work with `generated_features` (each its
+    batches) and `scores_from_features` (on the one that gathered them).
     """
+    check_compatible(real, extractor)
+    latents, labels = sample_latents_and_labels(num_images, latent_size, num_classes=num_classes,
+                                                label_probabilities=label_probabilities, seed=seed)
+    features = generated_features(generator, extractor, latents, labels, batch_size=batch_size, device=device)
+    return scores_from_features(real, merge_batch_features([features]), seed=seed, kid_num_subsets=kid_num_subsets)
+
+
+def check_compatible(real: RealStatistics, extractor: InceptionFeatureExtractor) -> None:
+    """Refuse to compare features of two different Inception networks or protocols."""
     if real.key.weights_sha256 != extractor.weights.sha256 or real.key.protocol != extractor.protocol:
         raise ValueError(f"the real statistics were made with weights {real.key.weights_sha256[:12]} / protocol "
                          f"{real.key.protocol!r}, the extractor uses {extractor.weights.sha256[:12]} / "
                          f"{extractor.protocol!r}: FID between them would be meaningless; "
                          "recompute the real statistics")
+
+
+def generated_features(generator: nn.Module, extractor: InceptionFeatureExtractor, latents: torch.Tensor,
+                       labels: torch.Tensor | None, *, batch_size: int, device: str | torch.device,
+                       rank: int = 0, world_size: int = 1) -> dict[int, np.ndarray]:
+    """{batch index: Inception features} of this process's share of the generated images.
+
+    The images are cut into batches of `batch_size` the same way for any `world_size`, and batch b
+    belongs to rank b % world_size: every image goes through the same batch on one process or on
+    many, so gathering the shares gives the features a single process would have computed.
+    """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} is outside a world of {world_size}")
     device = torch.device(device)
-    latents, labels = sample_latents_and_labels(num_images, latent_size, num_classes=num_classes,
-                                                label_probabilities=label_probabilities, seed=seed)
-
     was_training = generator.training
     generator.eval()
-    feature_batches = []
+    features = {}
     try:
         with torch.no_grad():
-            for start in range(0, num_images, batch_size):
+            for index, start in enumerate(range(0, latents.shape[0], batch_size)):
+                if index % world_size != rank:
+                    continue
                 latent_batch = latents[start:start + batch_size].to(device)
                 if labels is None:
                     images = generator(latent_batch)
                 else:
                     images = generator(latent_batch, labels[start:start + batch_size].to(device))
-                feature_batches.append(extractor.features(quantize_to_uint8(images)))
+                features[index] = extractor.features(quantize_to_uint8(images))
     finally:
         generator.train(was_training)
+    return features
 
-    fake_features = np.concatenate(feature_batches)
+
+def merge_batch_features(shares: Sequence[dict[int, np.ndarray]]) -> np.ndarray:
+    """Every process's `generated_features` share, concatenated in batch order."""
+    merged = {index: features for share in shares for index, features in share.items()}
+    if sorted(merged) != list(range(len(merged))) or not merged:
+        raise ValueError(f"the gathered shares hold batches {sorted(merged)}, not 0..n-1: a process's share is missing")
+    return np.concatenate([merged[index] for index in range(len(merged))])
+
+
+def scores_from_features(real: RealStatistics, fake_features: np.ndarray, *, seed: int = 0,
+                         kid_num_subsets: int = KID_NUM_SUBSETS) -> dict[str, float | int]:
+    """FID and KID of generated images' features against `real` (see `evaluate_generator`)."""
     fake_mu, fake_sigma = feature_statistics(fake_features)
     kid_subset_size = min(KID_SUBSET_SIZE_MAX, real.kid_features.shape[0], fake_features.shape[0])
     kid, kid_std = kernel_inception_distance(real.kid_features, fake_features, num_subsets=kid_num_subsets,
@@ -92,7 +126,7 @@ def evaluate_generator(generator: nn.Module, *, real: RealStatistics, extractor:
         "fid": frechet_distance(real.mu, real.sigma, fake_mu, fake_sigma),
         "kid": kid,
         "kid_std": kid_std,
-        "fid_num_images": int(num_images),
+        "fid_num_images": int(fake_features.shape[0]),
         "fid_real_images": int(real.num_images),
         "kid_subset_size": int(kid_subset_size),
     }

@@ -1,12 +1,19 @@
-"""FID/KID of the EMA generator during training, against the real originals' cached statistics."""
+"""FID/KID of the EMA generator during training, against the real originals' cached statistics.
+
+With several workers every rank generates and extracts its share of the evaluation's images (the same
+seeded latents on every rank, batch b on rank b % world size); rank 0 gathers the features and scores.
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
+import torch.distributed as dist
 
 from pokegan_ray.data.reader import read_images
-from pokegan_ray.metrics import RealStatsKey, default_cache_root, evaluate_generator, load_inception, \
-    real_statistics
+from pokegan_ray.metrics import RealStatsKey, check_compatible, default_cache_root, generated_features, \
+    load_inception, merge_batch_features, real_statistics, sample_latents_and_labels, scores_from_features
 from pokegan_ray.models import ModelConfig
 from pokegan_ray.storage import location
 from pokegan_ray.training.config import ExperimentConfig
@@ -16,13 +23,19 @@ from pokegan_ray.training.config import ExperimentConfig
 REFERENCE_ROWS = "originals"
 
 
+# Generated images per generator + Inception call during an evaluation.
+EVALUATION_BATCH = 64
+
+
 class Evaluator:
-    """Loads the Inception network and the real statistics on first use (computing and caching them
-    next to the data set when no run has yet), then scores generators."""
+    """Loads the Inception network (every rank) and the real statistics (rank 0, computing and caching
+    them next to the data set when no run has yet) on first use, then scores generators."""
 
     def __init__(self, experiment: ExperimentConfig, classes: list[str], dataset_hash: str,
-                 class_frequencies: list[float], weights_path: str | None, device: torch.device):
+                 class_frequencies: list[float], weights_path: str | None, device: torch.device,
+                 batch_size: int = EVALUATION_BATCH):
         self.experiment = experiment
+        self.batch_size = batch_size
         self.dataset_hash = dataset_hash
         self.class_frequencies = class_frequencies or None
         self.weights_path = weights_path
@@ -30,26 +43,41 @@ class Evaluator:
         self._extractor = None
         self._real = None
 
-    def _prepare(self) -> None:
-        if self._real is not None:
+    def _prepare(self, rank: int = 0) -> None:
+        if self._extractor is None:
+            self._extractor = load_inception(self.weights_path, device=self.device)
+        if rank != 0 or self._real is not None:
             return
         data = self.experiment.data
-        self._extractor = load_inception(self.weights_path, device=self.device)
         real_images, _ = read_images(data.uri, data.resolution, rows=REFERENCE_ROWS)
         key = RealStatsKey.for_extractor(self._extractor, dataset_hash=self.dataset_hash, resolution_px=data.resolution,
                                          rows=REFERENCE_ROWS, num_images=real_images.shape[0])
         self._real = real_statistics(default_cache_root(location(data.uri)), key,
                                      lambda: self._extractor.features(real_images))
+        check_compatible(self._real, self._extractor)
 
-    def evaluate(self, generator: torch.nn.Module, model: ModelConfig | None = None) -> dict[str, float]:
+    def evaluate(self, generator: torch.nn.Module, model: ModelConfig | None = None, *, rank: int = 0,
+                 world_size: int = 1) -> dict[str, float]:
         """FID/KID of `generator`; `model` describes it when it is not this experiment's own (another
-        model scored against the same real statistics, N and seed, as `pokegan retrain` does)."""
-        self._prepare()
+        model scored against the same real statistics, N and seed, as `pokegan retrain` does).
+
+        With `world_size` > 1 every rank of the process group must call it (a collective): each
+        extracts its share, rank 0 returns the scores and the other ranks return {}.
+        """
+        self._prepare(rank)
         model = model or self.experiment.gan.model
-        scores = evaluate_generator(
-            generator, real=self._real, extractor=self._extractor, num_images=self.experiment.train.eval_images,
-            batch_size=64, latent_size=model.latent_size, device=self.device,
+        latents, labels = sample_latents_and_labels(
+            self.experiment.train.eval_images, model.latent_size,
             num_classes=model.num_classes if model.conditional else 0,
             label_probabilities=self.class_frequencies if model.conditional else None,
             seed=self.experiment.train.seed)
+        share = generated_features(generator, self._extractor, latents, labels, batch_size=self.batch_size,
+                                   device=self.device, rank=rank, world_size=world_size)
+        shares: list[Any] = [share]
+        if world_size > 1:
+            shares = [None] * world_size
+            dist.all_gather_object(shares, share)
+        if rank != 0:
+            return {}
+        scores = scores_from_features(self._real, merge_batch_features(shares), seed=self.experiment.train.seed)
         return {key: float(value) for key, value in scores.items()}

@@ -91,13 +91,15 @@ def run_training(experiment: ExperimentConfig, run: RunContext, session: Session
     gan.wrap_for_ddp(session)
 
     writer = RunArtifacts(run, experiment, session.device) if session.rank == 0 else None
+    evaluator = Evaluator(experiment, run.classes, run.dataset_hash, run.class_frequencies, run.inception_weights,
+                          session.device)
     batches = real_batches(shard, batch_size, train.seed * 1_000 + session.rank, start=progress.real_batches)
     window = MetricWindow(session, len(shard) // batch_size, first_step=progress.step + 1)
     while progress.step < train.steps:
         train_step(gan, experiment, progress, batches, window, session)
         progress.first_step_at = progress.first_step_at or time.time()
         if train.report_due(progress.step):
-            if not report(gan, experiment, run, progress, window, writer, session):
+            if not report(gan, experiment, run, progress, window, writer, evaluator, session):
                 return
             window = MetricWindow(session, len(shard) // batch_size, first_step=progress.step + 1)
     if writer:  # only once the final checkpoint is stored
@@ -214,8 +216,9 @@ def train_step(gan: Gan, experiment: ExperimentConfig, progress: "Progress", bat
 
 
 def report(gan: Gan, experiment: ExperimentConfig, run: RunContext, progress: "Progress", window: "MetricWindow",
-           writer: "RunArtifacts | None", session: Session) -> bool:
-    """Metrics to Ray; on rank 0 also samples, FID and the artifacts; a complete checkpoint when one is due.
+           writer: "RunArtifacts | None", evaluator: Evaluator, session: Session) -> bool:
+    """Metrics to Ray; FID when one is due (every rank extracts its share); on rank 0 also samples and
+    the artifacts; a complete checkpoint when one is due.
 
     False when a loss or a weight has become NaN or infinite since the last report: the run then ends
     with the status `non-finite` and its last checkpoint is the last good one. Finiteness is checked
@@ -245,11 +248,13 @@ def report(gan: Gan, experiment: ExperimentConfig, run: RunContext, progress: "P
         # Per rank, not averaged: equal on every rank while DDP keeps the replicas in step.
         **checksums,
     }
+    if train.evaluation_due(step):  # a collective: every rank takes part, rank 0 gets the scores
+        metrics.update(evaluator.evaluate(gan.ema.module, rank=session.rank, world_size=session.world_size))
     if writer:
         if final or step % train.sample_every == 0:
             writer.write_sample_grid(gan.ema.module, step)
-        if train.evaluation_due(step):
-            metrics.update(writer.evaluate(gan.ema.module))
+        if "fid" in metrics:
+            writer.last_fid = metrics["fid"]
         # The run's FIDs so far, from its history, so they survive a restart from a checkpoint.
         fids = [entry["fid"] for entry in progress.history if "fid" in entry] + [metrics.get("fid", math.inf)]
         if any(math.isfinite(fid) for fid in fids):
@@ -384,15 +389,13 @@ def write_status(run_uri: str, status: str, step: int, message: str, last_fid: f
 
 
 class RunArtifacts:
-    """Rank 0's view of the run folder: samples, evaluation, TensorBoard, plot, GIF and status."""
+    """Rank 0's view of the run folder: samples, TensorBoard, plot, GIF and status."""
 
     def __init__(self, run: RunContext, experiment: ExperimentConfig, device: torch.device):
         self.run = run
         self.experiment = experiment
         self.folder = location(run.run_uri)
         self.device = device
-        self.evaluator = Evaluator(experiment, run.classes, run.dataset_hash, run.class_frequencies,
-                                   run.inception_weights, device)
         model = experiment.gan.model
         self.samples = artifacts.FixedSamples(model.latent_size, run.classes if model.conditional else None,
                                               experiment.train.seed)
@@ -405,11 +408,6 @@ class RunArtifacts:
     def write_sample_grid(self, generator: torch.nn.Module, step: int) -> None:
         grid = self.samples.grid(generator, self.device)
         self.folder.join("samples", f"step-{step:07d}.png").write_bytes_atomic(artifacts.png_bytes(grid))
-
-    def evaluate(self, generator: torch.nn.Module) -> dict[str, float]:
-        scores = self.evaluator.evaluate(generator)
-        self.last_fid = scores["fid"]
-        return scores
 
     def log_progress(self, metrics: dict[str, float], total_steps: int) -> None:
         fid = f" | FID {self.last_fid:.1f} (N={self.experiment.train.eval_images})" if self.last_fid is not None \
