@@ -2,7 +2,7 @@
 
 import pytest
 
-from pokegan_ray.training.config import ExperimentConfig, load_raw_config, parse_assignments, run_name
+from pokegan_ray.training.config import ExperimentConfig, load_raw_config, merge_sections, parse_assignments, run_name
 
 
 def test_assignments_are_read_as_yaml_scalars():
@@ -31,6 +31,8 @@ def test_file_then_assignments_and_a_loss_switch_brings_its_own_defaults(tmp_pat
     ({"trian": {}}, "unknown config section.*'trian'.*allowed sections: data, model, loss, train, scale"),
     ({"train": {"stepz": 3}}, "train: unknown key.*'stepz'.*allowed keys:.*steps"),
     ({"train": {"steps": 0}}, "train.steps must be >= 1"),
+    ({"train": {"images": 0}}, "train.images must be >= 1"),
+    ({"train": {"steps": 10, "images": 640}}, "train.steps=10 and train.images=640: give the run's length in one unit"),
     ({"data": {"resolution": 96}}, "data.resolution=96 is not allowed; choose one of: 64, 128"),
     ({"train": {"batch_size": 9}}, "train.batch_size=9 must divide evenly across scale.workers=2"),
     ({"model": {"upsampler": "pixelshuffle"}}, "model.upsampler='pixelshuffle'.*'transposed', 'upsample', 'palette'"),
@@ -59,3 +61,24 @@ def test_run_names_say_what_differs_from_the_defaults():
     name = run_name(changed, "20261125-120000")
     assert name.startswith("20261125-120000-wgan-gp") and "upsampler=palette" in name
     assert "bucket" not in name and "steps" not in name  # paths and bookkeeping stay in config.yaml
+
+
+def test_a_run_measured_in_images_counts_critic_batches_and_its_cadences_in_images():
+    wgan = ExperimentConfig.from_dict({"loss": {"name": "wgan-gp", "n_critic": 3},
+                                       "train": {"images": 960, "batch_size": 32, "eval_every": 480}})
+    train = wgan.train
+    assert train.unit == "images" and wgan.total_steps == 10  # 3 critic batches of 32 images per generator step
+    assert train.report_every == 25 * 32  # a default cadence: that many steps' worth of batches
+    # After generator step 5 the clock went from 384 to 480 images: the evaluation's mark was crossed.
+    assert train.clock(5, 480) == 480 and train.evaluation_due(384, 480) and not train.evaluation_due(288, 384)
+    assert train.finished(960) and not train.finished(864)
+    dcgan = ExperimentConfig.from_dict({"train": {"images": 960, "batch_size": 32}})
+    assert dcgan.total_steps == 30
+    # The WGAN paper's schedule: 100 critic steps before each of the first 25 generator steps.
+    paper = ExperimentConfig.from_dict({"loss": {"name": "wgan"}, "train": {"images": 64 * 250, "batch_size": 64}})
+    assert paper.total_steps == 3
+
+    assert ExperimentConfig.from_dict(wgan.to_dict()) == wgan
+    assert wgan.with_overrides({"train": {"steps": 4}}).train.unit == "steps"  # a new length replaces the old
+    assert ExperimentConfig.from_dict(merge_sections(wgan.to_dict(), {"train": {"steps": 4}})).total_steps == 4
+    assert run_name(wgan, "20261125-120000") == "20261125-120000-wgan-gp-n-critic=3-batch-size=32"

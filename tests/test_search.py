@@ -30,11 +30,13 @@ from pokegan_ray.search.space import SearchSpace
 from pokegan_ray.storage import location
 
 SPACES = Path(__file__).resolve().parent.parent / "search_spaces"
-STEPS = 12
+# Trials are measured in real images seen (compute-fair): 12 DCGAN steps of 8 images, an FID every 4 of them.
+STEPS, RUNG_IMAGES = 12, 32
 BASE = {
     "model": {"generator_channels": 8, "discriminator_channels": 8, "latent_size": 16},
-    "train": {"steps": STEPS, "batch_size": 8, "report_every": 4, "eval_every": 4,
-              "sample_every": STEPS, "checkpoint_every": 4, "keep_checkpoints": 1, "mixed_precision": False},
+    "train": {"images": 8 * STEPS, "batch_size": 8, "report_every": RUNG_IMAGES, "eval_every": RUNG_IMAGES,
+              "sample_every": 8 * STEPS, "checkpoint_every": RUNG_IMAGES, "keep_checkpoints": 1,
+              "mixed_precision": False},
     "scale": {"workers": 1, "use_gpu": False, "cpus_per_worker": 0.5, "threads_per_worker": 1},
 }
 DIMENSIONS = {
@@ -83,6 +85,9 @@ def test_search_runs_cuts_records_failures_and_its_best_config_trains(ray_cluste
     for record in records.values():
         assert ("loss.n_critic" in record.params) == (record.params["loss.name"] == "wgan-gp"), record.params
     assert records[2].params["loss.n_critic"] == 2
+    # Compute-fair rungs: DCGAN (one critic batch a step) and WGAN-GP (two) are first scored after equal images.
+    assert [records[n].history[0]["images_seen"] for n in (1, 2)] == [RUNG_IMAGES, RUNG_IMAGES]
+    assert [records[n].history[0]["step"] for n in (1, 2)] == [4, 2]
     run_configs = {n: yaml.safe_load(location(r.run_uri).join("config.yaml").read_bytes())
                    for n, r in records.items() if n in (1, 2)}
     assert run_configs[2]["loss"]["n_critic"] == 2
@@ -97,7 +102,7 @@ def test_search_runs_cuts_records_failures_and_its_best_config_trains(ray_cluste
     assert records[1].status == COMPLETED and records[1].step == STEPS
     assert records[4].status == STOPPED, (records[4].status, records[4].history)
     assert records[4].step < STEPS and records[4].images_seen < records[1].images_seen
-    assert "ASHA" in records[4].reason
+    assert "ASHA" in records[4].reason and f"(images {records[4].images_seen})" in records[4].reason
 
     # Results: leaderboard (CSV and table), plot, best config, best checkpoint and its samples.
     folder = tmp_path / "searches" / "tiny"

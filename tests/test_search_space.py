@@ -76,7 +76,7 @@ def test_sampler_pickles_and_trial_config_nests_sections(tmp_path):
     sampled = function(optuna.create_study().ask())
     raw = trial_config(space, sampled)
     assert raw["loss"]["generator_learning_rate"] == sampled["loss.generator_learning_rate"]
-    assert raw["train"]["steps"] == space.base["train"]["steps"] == 300  # from base
+    assert raw["train"]["images"] == space.base["train"]["images"] == 9600  # from base
     assert "loss.name" not in raw
 
 

@@ -76,7 +76,7 @@ class LossConfig:
     ada_interval: int = 4
     ada_adjust_images: int = 50_000
     # Learning-rate schedule of both optimisers, from the rates above: "constant", "step" (times each
-    # network's *_lr_step_factor every lr_step_epochs epochs), "cosine" or "linear" (to zero at train.steps).
+    # network's *_lr_step_factor every lr_step_epochs epochs), "cosine" or "linear" (to zero at the run's last step).
     lr_schedule: str = "constant"
     lr_step_epochs: float = 10.0
     generator_lr_step_factor: float = 0.5

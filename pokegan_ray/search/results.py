@@ -119,9 +119,10 @@ def write_results(folder: Location, records: list[TrialRecord], space: SearchSpa
     best_config_uri = best_checkpoint = best_samples_uri = None
     if best is not None:
         config = yaml.safe_load(location(best.run_uri).join(CONFIG_FILE).read_bytes())
+        length_key = "images" if (config.get("train") or {}).get("images") is not None else "steps"
         header = (f"# The best config of search {folder.uri}: trial {best.number} ({best.trial_id}), best FID "
                   f"{best.best_fid:.2f} after {best.images_seen:,} images.\n"
-                  f"# Train it longer with: pokegan train --config best_config.yaml --set train.steps=N\n")
+                  f"# Train it longer with: pokegan train --config best_config.yaml --set train.{length_key}=N\n")
         folder.join(BEST_CONFIG_FILE).write_bytes_atomic(
             (header + yaml.safe_dump(config, sort_keys=False)).encode())
         best_config_uri = folder.join(BEST_CONFIG_FILE).uri

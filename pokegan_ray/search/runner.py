@@ -211,24 +211,34 @@ class StopLog:
         self.file.write_bytes_atomic(json.dumps({**self.reasons(), trial_id: reason}, indent=1).encode())
 
 
-def _asha(stops: StopLog, max_steps: int, grace_steps: int, reduction_factor: float):
+# Dimensions that change how many real images a generator step shows D.
+COMPUTE_PER_STEP_DIMENSIONS = ("train.batch_size", "loss.n_critic", "loss.name", "loss.paper_critic_schedule")
+# What a search's schedulers compare trials at, by the base config's train.unit (a result's key).
+TIME_ATTRIBUTES = {"steps": "step", "images": "images_seen"}
+
+
+def _asha(stops: StopLog, unit: str, length: int, grace: int, reduction_factor: float):
     from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 
+    time_attr = TIME_ATTRIBUTES[unit]
+
     class RecordingAsha(ASHAScheduler):
-        """ASHA over generator steps on FID; records each early stop with its reason. Reports that only
-        carry a checkpoint (their FID is the last one measured) are not rung decisions."""
+        """ASHA on FID over the run's clock (generator steps, or real images seen: equal compute); records
+        each early stop with its reason. Reports that only carry a checkpoint (their FID is the last one
+        measured) are not rung decisions."""
 
         def on_trial_result(self, tune_controller, trial, result):
             if not result.get("evaluated", 1.0):
                 return TrialScheduler.CONTINUE
             decision = super().on_trial_result(tune_controller, trial, result)
-            if decision == TrialScheduler.STOP and result["step"] < max_steps:
-                stops.record(trial.trial_id, f"stopped early by the ASHA scheduler at step {result['step']}: "
-                                             f"FID {result['fid']:.1f} is not in the best 1/{reduction_factor:g} "
-                                             "of the trials at this rung")
+            if decision == TrialScheduler.STOP and result[time_attr] < length:
+                stops.record(trial.trial_id, f"stopped early by the ASHA scheduler at step {result['step']} "
+                                             f"({int(result['images_seen']):,} images): FID {result['fid']:.1f} "
+                                             f"is not in the best 1/{reduction_factor:g} of the trials at this rung "
+                                             f"({unit} {int(result[time_attr]):,})")
             return decision
 
-    return RecordingAsha(time_attr="step", metric="fid", mode="min", max_t=max_steps, grace_period=grace_steps,
+    return RecordingAsha(time_attr=time_attr, metric="fid", mode="min", max_t=length, grace_period=grace,
                          reduction_factor=reduction_factor)
 
 
@@ -241,8 +251,8 @@ def _plateau_stopper(stops: StopLog, evaluations: int, std: float):
                 return False
             stop = super().__call__(trial_id, result)
             if stop:
-                stops.record(trial_id, f"stopped at step {result['step']}: FID plateaued (the last {evaluations} "
-                                       f"evaluations vary by less than {std:g})")
+                stops.record(trial_id, f"stopped at step {result['step']} ({int(result['images_seen']):,} images): "
+                                       f"FID plateaued (the last {evaluations} evaluations vary by less than {std:g})")
             return stop
 
     return RecordingPlateauStopper(metric="fid", mode="min", std=std, num_results=evaluations,
@@ -455,6 +465,10 @@ def check_search(space: SearchSpace, settings: SearchSettings, overrides: dict[s
     if settings.scheduler == "asha" and experiment.train.eval_every == 0:
         raise SearchError("the ASHA scheduler compares FIDs during training, but train.eval_every is 0 (FID only "
                           "at the end); set train.eval_every in the space's base, or search.scheduler: none")
+    compute_per_step = [name for name in space.dimension_names if name in COMPUTE_PER_STEP_DIMENSIONS]
+    if experiment.train.unit == "steps" and compute_per_step:
+        _say(f"note: trials differ in {', '.join(compute_per_step)} but are compared at equal generator steps, so "
+             "after unequal numbers of images; give the base's length as train.images for compute-fair rungs")
     one_trial = trial_bundles(experiment)
     # Ray Data's read tasks (multi-worker trials only) need a CPU beside the trials.
     reserve = [] if runs_in_trial(experiment) else [{"CPU": DATA_READ_CPUS}]
@@ -585,8 +599,9 @@ def _searcher(space: SearchSpace, settings: SearchSettings, manifest: dict[str, 
 def _scheduler(settings: SearchSettings, experiment: ExperimentConfig, stops: StopLog):
     if settings.scheduler != "asha":
         return None
-    grace = settings.grace_steps or experiment.train.eval_every
-    return _asha(stops, experiment.train.steps, min(grace, experiment.train.steps), settings.reduction_factor)
+    train = experiment.train
+    grace = settings.grace or train.eval_every
+    return _asha(stops, train.unit, train.length, min(grace, train.length), settings.reduction_factor)
 
 
 def _stopper(settings: SearchSettings, stops: StopLog, watch: PendingWatch):

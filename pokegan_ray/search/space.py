@@ -103,7 +103,7 @@ class SearchSettings:
     startup_trials: int = 4  # random trials before TPE starts modelling the results
     # "asha": stop trials whose FID is poor at a rung; "none": every trial runs all its steps.
     scheduler: str = "asha"
-    grace_steps: int = 0  # generator steps before the first rung; 0 = the first evaluation (train.eval_every)
+    grace: int = 0  # train's unit (steps, or images with train.images) before the first rung; 0 = train.eval_every
     reduction_factor: float = 3.0  # ASHA keeps the best 1/reduction_factor at each rung
     # Stop a trial whose last `plateau_evaluations` FIDs vary by less than `plateau_std` (0 = off).
     plateau_evaluations: int = 0
@@ -117,7 +117,7 @@ class SearchSettings:
         require_int("search.seed", self.seed, minimum=0)
         require_int("search.startup_trials", self.startup_trials, minimum=1)
         require_choice("search.scheduler", self.scheduler, SCHEDULERS)
-        require_int("search.grace_steps", self.grace_steps, minimum=0)
+        require_int("search.grace", self.grace, minimum=0)
         object.__setattr__(self, "reduction_factor", require_float(
             "search.reduction_factor", self.reduction_factor, minimum=1.0, minimum_inclusive=False))
         require_int("search.plateau_evaluations", self.plateau_evaluations, minimum=0)

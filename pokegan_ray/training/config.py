@@ -5,7 +5,7 @@ A run is described by a YAML file and/or `--set section.key=value` overrides:
     data:  {uri: artifacts/data/bundled, resolution: 64, rows: all}
     model: {upsampler: palette, ...}          # pokegan_ray.models.ModelConfig
     loss:  {name: wgan-gp, ...}               # pokegan_ray.losses.LossConfig
-    train: {steps: 2000, batch_size: 64, ...}
+    train: {steps: 2000, batch_size: 64, ...}    # or {images: 128000, ...}
     scale: {workers: 2, use_gpu: false, cpus_per_worker: 0.5}
 
 The config is turned into a plain dict for Ray (`to_dict`) and rebuilt in every worker
@@ -15,6 +15,8 @@ The config is turned into a plain dict for Ray (`to_dict`) and rebuilt in every 
 from __future__ import annotations
 
 import dataclasses
+import functools
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -49,49 +51,90 @@ class DataConfig:
         require_choice("data.rows", self.rows, ("all", "originals"))
 
 
+# Each cadence's default in generator steps; a run measured in images gets that many batches' worth.
+DEFAULT_CADENCE_STEPS = {"report_every": 25, "eval_every": 500, "sample_every": 250, "checkpoint_every": 250}
+DEFAULT_STEPS = 2000
+
+
 @dataclass(frozen=True)
 class TrainConfig:
-    # Generator steps; each runs the loss's critic steps first.
-    steps: int = 2000
+    # The run's length: generator steps (each runs the loss's critic steps first), or real images shown
+    # to D. Runs with different batch sizes or critic steps see equal data, and a search compares them
+    # at equal compute, only when measured in images. Give one of the two (neither: 2000 steps); with
+    # `images` every cadence below counts real images too.
+    steps: int | None = None
+    images: int | None = None
     # Global batch: split evenly across workers.
     batch_size: int = 64
     seed: int = 0
-    # How often (in generator steps) a report reaches Ray and the progress line.
-    report_every: int = 25
-    # FID/KID on the EMA generator every this many steps (and always at the end); 0 = only at the end.
-    eval_every: int = 500
+    # How often a report reaches Ray and the progress line (default: every 25 steps' worth).
+    report_every: int | None = None
+    # FID/KID on the EMA generator this often (and always at the end); 0 = only at the end (default: 500 steps' worth).
+    eval_every: int | None = None
     # Generated images per evaluation. Inception costs ~0.1-0.5 s an image on a 2-core CPU, so the
     # default is small; a GPU can afford the whole set. FIDs at different N are not comparable.
     eval_images: int = 256
-    # Fixed-noise sample grid every this many steps (and at the end).
-    sample_every: int = 250
-    # A complete checkpoint every this many steps (and at the end); recovery restarts from the last.
-    checkpoint_every: int = 250
+    # Fixed-noise sample grid this often (and at the end) (default: 250 steps' worth).
+    sample_every: int | None = None
+    # A complete checkpoint this often (and at the end); recovery restarts from the last (default: 250 steps' worth).
+    checkpoint_every: int | None = None
     # Checkpoints kept: the best by FID, plus always the latest.
     keep_checkpoints: int = 3
     # bf16 autocast + channels_last on GPU (ignored on CPU).
     mixed_precision: bool = True
 
     def __post_init__(self) -> None:
-        require_int("train.steps", self.steps, minimum=1)
+        if self.steps is not None and self.images is not None:
+            raise ValueError(f"train.steps={self.steps} and train.images={self.images}: give the run's length in one "
+                             "unit (set the other to null)")
+        if self.steps is None and self.images is None:
+            object.__setattr__(self, "steps", DEFAULT_STEPS)
         require_int("train.batch_size", self.batch_size, minimum=2)
+        require_int(f"train.{self.unit}", self.length, minimum=1)
         require_int("train.seed", self.seed, minimum=0)
-        for key in ("report_every", "sample_every", "checkpoint_every", "keep_checkpoints"):
-            require_int(f"train.{key}", getattr(self, key), minimum=1)
-        require_int("train.eval_every", self.eval_every, minimum=0)
+        for key, default_steps in DEFAULT_CADENCE_STEPS.items():
+            if getattr(self, key) is None:
+                object.__setattr__(self, key, default_steps * (self.batch_size if self.unit == "images" else 1))
+            require_int(f"train.{key}", getattr(self, key), minimum=0 if key == "eval_every" else 1)
+        require_int("train.keep_checkpoints", self.keep_checkpoints, minimum=1)
         require_int("train.eval_images", self.eval_images, minimum=2)
         require_bool("train.mixed_precision", self.mixed_precision)
 
-    # The schedule: what happens after generator step `step` (the last step does everything).
-    def evaluation_due(self, step: int) -> bool:
-        return step == self.steps or bool(self.eval_every and step % self.eval_every == 0)
+    @property
+    def unit(self) -> str:
+        """What the run's length and cadences count: "steps" (generator steps) or "images" (real images D saw)."""
+        return "images" if self.images is not None else "steps"
 
-    def checkpoint_due(self, step: int) -> bool:
-        return step == self.steps or step % self.checkpoint_every == 0
+    @property
+    def length(self) -> int:
+        return self.images if self.images is not None else self.steps
 
-    def report_due(self, step: int) -> bool:
-        return (self.evaluation_due(step) or self.checkpoint_due(step) or step % self.sample_every == 0
-                or step % self.report_every == 0)
+    def clock(self, step: int, images_seen: int) -> int:
+        """How far a run is, in its unit."""
+        return images_seen if self.unit == "images" else step
+
+    # The schedule: what happens after a generator step that moved the clock from `before` to `after`
+    # (a step crosses a cadence's mark or not; the last step does everything).
+    def finished(self, after: int) -> bool:
+        return after >= self.length
+
+    def evaluation_due(self, before: int, after: int) -> bool:
+        return self.finished(after) or _crosses(before, after, self.eval_every)
+
+    def checkpoint_due(self, before: int, after: int) -> bool:
+        return self.finished(after) or _crosses(before, after, self.checkpoint_every)
+
+    def sample_due(self, before: int, after: int) -> bool:
+        return self.finished(after) or _crosses(before, after, self.sample_every)
+
+    def report_due(self, before: int, after: int) -> bool:
+        return (self.evaluation_due(before, after) or self.checkpoint_due(before, after)
+                or self.sample_due(before, after) or _crosses(before, after, self.report_every))
+
+
+def _crosses(before: int, after: int, every: int) -> bool:
+    """Whether the clock passed a multiple of `every` (0 = never) going from `before` to `after`."""
+    return every > 0 and after // every > before // every
 
 
 @dataclass(frozen=True)
@@ -154,6 +197,21 @@ class ExperimentConfig:
     def batch_per_worker(self) -> int:
         return self.train.batch_size // self.scale.workers
 
+    @functools.cached_property
+    def total_steps(self) -> int:
+        """Generator steps the run takes: `train.steps`, or the fewest whose critic batches reach `train.images`
+        (counting the loss's critic steps before each generator step, the WGAN paper's schedule included)."""
+        from pokegan_ray.losses.gan_losses import critic_steps
+
+        if self.train.unit == "steps":
+            return self.train.steps
+        batches_needed = math.ceil(self.train.images / self.train.batch_size)
+        steps = batches = 0
+        while batches < batches_needed:
+            batches += critic_steps(steps, self.gan.loss)
+            steps += 1
+        return steps
+
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "ExperimentConfig":
         if not isinstance(data, Mapping):
@@ -188,6 +246,7 @@ class ExperimentConfig:
             if section not in SECTIONS:
                 raise ValueError(f"unknown config section {section!r}; allowed sections: {', '.join(SECTIONS)}")
             merged[section] = {**merged[section], **values}
+        _length_replaces_length(merged, overrides)
         if "resolution" in overrides.get("data", {}) and "resolution_px" not in overrides.get("model", {}):
             merged["model"]["resolution_px"] = merged["data"]["resolution"]
         return ExperimentConfig.from_dict(merged)
@@ -223,7 +282,17 @@ def merge_sections(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dic
         if not isinstance(values, Mapping):
             raise ValueError(f"section {section!r} must be a mapping of keys to values, got {values!r}")
         merged[section] = {**merged.get(section, {}), **values}
+    _length_replaces_length(merged, overrides)
     return merged
+
+
+def _length_replaces_length(merged: dict[str, Any], overrides: Mapping[str, Any]) -> None:
+    """A length given in one unit replaces the base's in the other: `--set train.steps=4` on a config measured
+    in images trains 4 steps (its cadences then count steps)."""
+    train = overrides.get("train") or {}
+    for key, other in (("steps", "images"), ("images", "steps")):
+        if train.get(key) is not None and other not in train and merged.get("train", {}).get(other) is not None:
+            merged["train"][other] = None
 
 
 def load_raw_config(path: str | None = None, assignments: list[str] = ()) -> dict[str, dict[str, Any]]:

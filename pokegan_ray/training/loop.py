@@ -69,7 +69,8 @@ def train_worker(loop_config: dict[str, Any]) -> None:
 
 
 def run_training(experiment: ExperimentConfig, run: RunContext, session: Session) -> None:
-    """Train until `train.steps`, reporting to Ray through `session`; the run's status file says how it ended."""
+    """Train until `train.steps` (or `train.images`), reporting to Ray through `session`; the run's status file
+    says how it ended."""
     train = experiment.train
     if experiment.scale.threads_per_worker:
         torch.set_num_threads(experiment.scale.threads_per_worker)
@@ -95,11 +96,13 @@ def run_training(experiment: ExperimentConfig, run: RunContext, session: Session
                           session.device)
     batches = real_batches(shard, batch_size, train.seed * 1_000 + session.rank, start=progress.real_batches)
     window = MetricWindow(session, len(shard) // batch_size, first_step=progress.step + 1)
-    while progress.step < train.steps:
+    clock = progress.clock(experiment)
+    while not train.finished(clock):
         train_step(gan, experiment, progress, batches, window, session)
         progress.first_step_at = progress.first_step_at or time.time()
-        if train.report_due(progress.step):
-            if not report(gan, experiment, run, progress, window, writer, evaluator, session):
+        before, clock = clock, progress.clock(experiment)
+        if train.report_due(before, clock):
+            if not report(gan, experiment, run, progress, before, window, writer, evaluator, session):
                 return
             window = MetricWindow(session, len(shard) // batch_size, first_step=progress.step + 1)
     if writer:  # only once the final checkpoint is stored
@@ -191,10 +194,10 @@ def train_step(gan: Gan, experiment: ExperimentConfig, progress: "Progress", bat
     loss, train = gan.loss, experiment.train
     step = progress.step + 1
     epoch = progress.real_batches // window.batches_per_epoch
-    rate_g, rate_d = learning_rates(experiment.gan.loss, progress.step, train.steps, epoch)
+    rate_g, rate_d = learning_rates(experiment.gan.loss, progress.step, experiment.total_steps, epoch)
     set_learning_rate(gan.optimizer_g, rate_g)
     set_learning_rate(gan.optimizer_d, rate_d)
-    noise_std = experiment.gan.loss.instance_noise_std * max(0.0, 1.0 - step / train.steps)
+    noise_std = experiment.gan.loss.instance_noise_std * max(0.0, 1.0 - step / experiment.total_steps)
     use_bf16 = gan.device.type == "cuda" and train.mixed_precision
     with torch.autocast(device_type=gan.device.type, dtype=torch.bfloat16, enabled=use_bf16):
         for _ in range(loss.critic_steps(progress.step)):
@@ -215,17 +218,17 @@ def train_step(gan: Gan, experiment: ExperimentConfig, progress: "Progress", bat
     progress.step = step
 
 
-def report(gan: Gan, experiment: ExperimentConfig, run: RunContext, progress: "Progress", window: "MetricWindow",
-           writer: "RunArtifacts | None", evaluator: Evaluator, session: Session) -> bool:
+def report(gan: Gan, experiment: ExperimentConfig, run: RunContext, progress: "Progress", before: int,
+           window: "MetricWindow", writer: "RunArtifacts | None", evaluator: Evaluator, session: Session) -> bool:
     """Metrics to Ray; FID when one is due (every rank extracts its share); on rank 0 also samples and
-    the artifacts; a complete checkpoint when one is due.
+    the artifacts; a complete checkpoint when one is due. `before`: the run's clock (train.unit) before
+    the step just taken, so a cadence is due when the step crossed its mark.
 
     False when a loss or a weight has become NaN or infinite since the last report: the run then ends
     with the status `non-finite` and its last checkpoint is the last good one. Finiteness is checked
     here, not every step, so a NaN costs at most `train.report_every` steps of compute.
     """
-    train, step = experiment.train, progress.step
-    final = step == train.steps
+    train, step, after = experiment.train, progress.step, progress.clock(experiment)
     seconds = time.perf_counter() - window.started
     losses = window.mean_across_ranks()  # the one device-to-host copy of the window's loss terms
     checksums = {"generator_checksum": parameter_checksum(gan.generator),
@@ -248,10 +251,10 @@ def report(gan: Gan, experiment: ExperimentConfig, run: RunContext, progress: "P
         # Per rank, not averaged: equal on every rank while DDP keeps the replicas in step.
         **checksums,
     }
-    if train.evaluation_due(step):  # a collective: every rank takes part, rank 0 gets the scores
+    if train.evaluation_due(before, after):  # a collective: every rank takes part, rank 0 gets the scores
         metrics.update(evaluator.evaluate(gan.ema.module, rank=session.rank, world_size=session.world_size))
     if writer:
-        if final or step % train.sample_every == 0:
+        if train.sample_due(before, after):
             writer.write_sample_grid(gan.ema.module, step)
         if "fid" in metrics:
             writer.last_fid = metrics["fid"]
@@ -261,12 +264,12 @@ def report(gan: Gan, experiment: ExperimentConfig, run: RunContext, progress: "P
             metrics["best_fid"] = min(fids)
             metrics["last_fid"] = next(fid for fid in reversed(fids) if math.isfinite(fid))
         progress.history.append({k: float(v) for k, v in metrics.items()})
-        writer.log_progress(metrics, train.steps)
+        writer.log_progress(metrics, experiment.total_steps)
         writer.write_tensorboard(metrics)
     # The score Ray keeps the best checkpoints by; a checkpoint without a fresh FID ranks last.
     metrics["checkpoint_fid"] = metrics.get("fid", math.inf)
     state = None
-    if train.checkpoint_due(step):
+    if train.checkpoint_due(before, after):
         rank_states = gather_rank_states(gan, session)  # a collective: every rank takes part
         if session.rank == 0:
             state = checkpoint_state(gan, experiment, run, progress, rank_states)
@@ -318,6 +321,10 @@ class Progress:
     def images_seen(self, experiment: ExperimentConfig) -> int:
         """Real images shown to D, over all workers."""
         return self.real_batches * experiment.train.batch_size
+
+    def clock(self, experiment: ExperimentConfig) -> int:
+        """How far the run is in its own unit (`train.unit`): generator steps or real images seen."""
+        return experiment.train.clock(self.step, self.images_seen(experiment))
 
 
 def real_batches(shard: InMemoryImages, batch_size: int, seed: int, start: int = 0):

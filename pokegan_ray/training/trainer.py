@@ -195,7 +195,7 @@ def train(raw_config: dict[str, Any], *, storage_uri: str, name: str | None = No
                                                checkpoint_score_order="min"),
             callbacks=callbacks or None),
     )
-    log.info("training %s: %d steps on %d %s worker(s); run folder %s", run.name, experiment.train.steps,
+    log.info("training %s: %d steps on %d %s worker(s); run folder %s", run.name, experiment.total_steps,
              scale.workers, "GPU" if scale.use_gpu else "CPU", run.folder.uri)
     try:
         result = trainer.fit()
