@@ -112,6 +112,7 @@ def inception_variants(generator, latent_size: int, real_stats, device: torch.de
         images = quantize_to_uint8(generator.eval()(torch.randn(num_images, latent_size, device=device))).cpu()
     variants = [("float32 batch16 nchw (before)", {"batch_size": 16}), ("float32 batch8 nchw", {"batch_size": 8}),
                 ("float32 batch32 nchw", {"batch_size": 32}), ("float32 batch64 nchw", {"batch_size": 64}),
+                ("float32 batch8 channels_last", {"batch_size": 8, "channels_last": True}),
                 ("float32 batch16 channels_last", {"batch_size": 16, "channels_last": True}),
                 ("float32 batch32 channels_last", {"batch_size": 32, "channels_last": True}),
                 ("bf16 batch64 channels_last", {"batch_size": 64, "channels_last": True, "bf16": True})]

@@ -227,6 +227,13 @@ def test_batching_does_not_change_features(extractor, pokemon_images, pokemon_fe
     np.testing.assert_allclose(batches, pokemon_features[:5], atol=1e-4, rtol=1e-4)
 
 
+def test_the_cpu_default_channels_last_pass_gives_the_nchw_features(extractor, pokemon_images, pokemon_features):
+    assert (extractor.batch_size, extractor.memory_format) == (8, torch.channels_last)  # fastest here (fid_cost.py)
+    nchw = load_inception(batch_size=16, channels_last=False)
+    assert nchw.memory_format == torch.contiguous_format
+    np.testing.assert_allclose(nchw.features(pokemon_images[:8]), pokemon_features[:8], atol=1e-4, rtol=1e-4)
+
+
 # -- FID and KID on real features -----------------------------------------------------------
 
 
