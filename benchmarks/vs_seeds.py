@@ -215,13 +215,9 @@ class Row:
 def generator_steps_for(images: int, batch_size: int, loss_config) -> tuple[int, int]:
     """(generator steps, real images D sees): the fewest steps whose critic batches reach `images`,
     counting the loss's own critic steps before each generator step (the WGAN paper's schedule included)."""
-    from pokegan_ray.losses.gan_losses import critic_steps
+    from pokegan_ray.losses.gan_losses import steps_to_reach
 
-    target_batches = max(1, math.ceil(images / batch_size))
-    steps = batches = 0
-    while batches < target_batches:
-        batches += critic_steps(steps, loss_config)
-        steps += 1
+    steps, batches = steps_to_reach(max(1, math.ceil(images / batch_size)), loss_config)
     return steps, batches * batch_size
 
 

@@ -64,6 +64,16 @@ def critic_steps(generator_step: int, config: LossConfig) -> int:
     return config.n_critic
 
 
+def steps_to_reach(critic_batches: int, config: LossConfig) -> tuple[int, int]:
+    """(generator steps, critic batches they take): the fewest generator steps whose critic batches, counted
+    with `critic_steps` (the WGAN paper's schedule included), reach `critic_batches`."""
+    steps = batches = 0
+    while batches < critic_batches:
+        batches += critic_steps(steps, config)
+        steps += 1
+    return steps, batches
+
+
 def gradient_penalty(discriminator: nn.Module, real_inputs: torch.Tensor, fake_inputs: torch.Tensor) -> torch.Tensor:
     """Mean over samples of (||grad_x D(x_hat)||_2 - 1)^2 at random interpolates x_hat (Gulrajani et al. 2017).
 

@@ -201,15 +201,11 @@ class ExperimentConfig:
     def total_steps(self) -> int:
         """Generator steps the run takes: `train.steps`, or the fewest whose critic batches reach `train.images`
         (counting the loss's critic steps before each generator step, the WGAN paper's schedule included)."""
-        from pokegan_ray.losses.gan_losses import critic_steps
+        from pokegan_ray.losses.gan_losses import steps_to_reach
 
         if self.train.unit == "steps":
             return self.train.steps
-        batches_needed = math.ceil(self.train.images / self.train.batch_size)
-        steps = batches = 0
-        while batches < batches_needed:
-            batches += critic_steps(steps, self.gan.loss)
-            steps += 1
+        steps, _ = steps_to_reach(math.ceil(self.train.images / self.train.batch_size), self.gan.loss)
         return steps
 
     @classmethod
