@@ -22,6 +22,7 @@ the data are read: the caller passes `compute_features`, called only on a miss.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
@@ -33,7 +34,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from pokegan_ray.metrics.statistics import feature_statistics
+from pokegan_ray.metrics.statistics import covariance_root, feature_statistics
 
 if TYPE_CHECKING:
     from pokegan_ray.metrics.inception import InceptionFeatureExtractor
@@ -97,6 +98,11 @@ class RealStatistics:
     @property
     def num_images(self) -> int:
         return self.key.num_images
+
+    @functools.cached_property
+    def sigma_root(self) -> np.ndarray:
+        """√Σ of the real features, computed once per process: every FID against these statistics uses it."""
+        return covariance_root(self.sigma)
 
 
 def real_statistics_from_features(features: np.ndarray, key: RealStatsKey) -> RealStatistics:

@@ -10,8 +10,16 @@ from torch import nn
 
 from pokegan_ray.metrics.cache import RealStatistics
 from pokegan_ray.metrics.inception import InceptionFeatureExtractor, quantize_to_uint8
-from pokegan_ray.metrics.statistics import KID_NUM_SUBSETS, KID_SUBSET_SIZE_MAX, feature_statistics, \
-    frechet_distance, kernel_inception_distance
+from pokegan_ray.metrics.statistics import KID_NUM_SUBSETS, KID_SUBSET_SIZE_MAX, fid_infinity, \
+    frechet_distance_to_sample, kernel_inception_distance
+
+# What an evaluation scores a generator by; a search ranks its trials at each rung by one of them
+# (`search.signal`). Lower is better for each. FID at a larger N is `fid` with a larger train.eval_images.
+SIGNALS = {
+    "fid": "FID",  # Fréchet distance at the evaluation's N: biased upwards, by an amount that depends on the model
+    "kid": "KID",  # unbiased MMD² (Bińkowski et al. 2018)
+    "fid_infinity": "FID∞",  # FID extrapolated to infinitely many images (Chong & Forsyth 2020)
+}
 
 
 def sample_latents_and_labels(num_images: int, latent_size: int, *, num_classes: int = 0,
@@ -53,8 +61,8 @@ def evaluate_generator(generator: nn.Module, *, real: RealStatistics, extractor:
     mode under no_grad and gets its previous mode back. A DDP-wrapped generator should be
     passed as `.module`.
 
-    Returns {"fid", "kid", "kid_std", "fid_num_images": N generated, "fid_real_images": N real,
-    "kid_subset_size"}. FID is biased upwards for small N, so only compare runs evaluated
+    Returns {"fid", "kid", "kid_std", "fid_infinity", "fid_num_images": N generated,
+    "fid_real_images": N real, "kid_subset_size"}. FID is biased upwards for small N, so only compare runs evaluated
     with the same N. Several processes share the work with `generated_features` (each its
     batches) and `scores_from_features` (on the one that gathered them).
     """
@@ -118,14 +126,14 @@ def merge_batch_features(shares: Sequence[dict[int, np.ndarray]]) -> np.ndarray:
 def scores_from_features(real: RealStatistics, fake_features: np.ndarray, *, seed: int = 0,
                          kid_num_subsets: int = KID_NUM_SUBSETS) -> dict[str, float | int]:
     """FID and KID of generated images' features against `real` (see `evaluate_generator`)."""
-    fake_mu, fake_sigma = feature_statistics(fake_features)
     kid_subset_size = min(KID_SUBSET_SIZE_MAX, real.kid_features.shape[0], fake_features.shape[0])
     kid, kid_std = kernel_inception_distance(real.kid_features, fake_features, num_subsets=kid_num_subsets,
                                              subset_size=kid_subset_size, seed=seed)
     return {
-        "fid": frechet_distance(real.mu, real.sigma, fake_mu, fake_sigma),
+        "fid": frechet_distance_to_sample(real.mu, real.sigma_root, fake_features),
         "kid": kid,
         "kid_std": kid_std,
+        "fid_infinity": fid_infinity(real.mu, real.sigma_root, fake_features, seed=seed),
         "fid_num_images": int(fake_features.shape[0]),
         "fid_real_images": int(real.num_images),
         "kid_subset_size": int(kid_subset_size),

@@ -97,7 +97,7 @@ class TrainConfig:
                 object.__setattr__(self, key, default_steps * (self.batch_size if self.unit == "images" else 1))
             require_int(f"train.{key}", getattr(self, key), minimum=0 if key == "eval_every" else 1)
         require_int("train.keep_checkpoints", self.keep_checkpoints, minimum=1)
-        require_int("train.eval_images", self.eval_images, minimum=2)
+        require_int("train.eval_images", self.eval_images, minimum=4)  # FID∞ fits subsets of N/2..N
         require_bool("train.mixed_precision", self.mixed_precision)
 
     @property
