@@ -295,7 +295,7 @@ def run_tune(args: argparse.Namespace) -> int:
     except SearchError as error:
         raise UsageError(str(error)) from None
     print()
-    print(leaderboard_table(outcome.records, outcome.space))
+    print(leaderboard_table(outcome.records, outcome.space, outcome.unit))
     print()
     print(f"search:          {outcome.search_uri}")
     print(f"leaderboard:     {outcome.leaderboard_uri}")

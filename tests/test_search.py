@@ -12,6 +12,7 @@ import math
 import os
 import re
 import signal
+import types
 import subprocess
 import sys
 from pathlib import Path
@@ -75,7 +76,7 @@ def test_search_runs_cuts_records_failures_and_its_best_config_trains(ray_cluste
         trial("dcgan", **{"loss.discriminator_learning_rate": 1.0e+30}),  # fails: the search must go on
         trial("dcgan", **{"loss.generator_learning_rate": 0.3}),  # scores worst at the first rung: ASHA stops it
     ]
-    outcome = run_search(space(first), storage_uri=str(tmp_path / "searches"), name="tiny",
+    outcome = run_search(space(first, signal="kid"), storage_uri=str(tmp_path / "searches"), name="tiny",
                          data_uri=labelled_data)
     records = {record.number: record for record in outcome.records}
     assert sorted(records) == [1, 2, 3, 4]
@@ -103,6 +104,11 @@ def test_search_runs_cuts_records_failures_and_its_best_config_trains(ray_cluste
     assert records[4].status == STOPPED, (records[4].status, records[4].history)
     assert records[4].step < STEPS and records[4].images_seen < records[1].images_seen
     assert "ASHA" in records[4].reason and f"(images {records[4].images_seen})" in records[4].reason
+    # ... by the search's signal, KID, whose value at the rung the ledger keeps.
+    rung = next(entry for entry in records[4].history if entry["images_seen"] == records[4].stop["images_seen"])
+    assert records[4].stop == {"by": "asha", "signal": "kid", "value": rung["kid"], "step": rung["step"],
+                               "images_seen": rung["images_seen"]}
+    assert "KID" in records[4].reason and all(math.isfinite(entry["fid_infinity"]) for entry in records[1].history)
 
     # Results: leaderboard (CSV and table), plot, best config, best checkpoint and its samples.
     folder = tmp_path / "searches" / "tiny"
@@ -112,6 +118,7 @@ def test_search_runs_cuts_records_failures_and_its_best_config_trains(ray_cluste
     fids = [float(row["best_fid"]) for row in rows if row["best_fid"] != "-"]
     assert fids == sorted(fids) and math.isfinite(fids[0])
     assert rows[0]["trial_id"] == outcome.best.trial_id
+    assert {(row["rung_signal"], row["rung_unit"]) for row in rows} == {("kid", "images")}
     assert (folder / "fid_vs_images.png").read_bytes()[:4] == b"\x89PNG"
     assert Image.open(folder / "best_samples.png").size[0] > 64
     assert outcome.best_checkpoint_uri and os.path.exists(os.path.join(outcome.best_checkpoint_uri, "checkpoint.pt"))
@@ -123,6 +130,31 @@ def test_search_runs_cuts_records_failures_and_its_best_config_trains(ray_cluste
                        "--name", "from-best", "--set", "train.steps=4"])
     assert status == 0, capsys.readouterr()
     assert (tmp_path / "runs" / "from-best" / "status.json").exists()
+
+
+def test_asha_ranks_a_rung_by_the_searchs_signal_and_records_it(tmp_path):
+    """At one rung, FID and KID disagree: the signal decides which trial stops, and the stop log says so."""
+    from pokegan_ray.search.runner import StopLog, _asha
+
+    rung = {"step": 4, "images_seen": RUNG_IMAGES, "evaluated": 1.0}
+    results = {"a": {"fid": 100.0, "kid": 0.30}, "b": {"fid": 200.0, "kid": 0.10},
+               "c": {"fid": 150.0, "kid": 0.35},  # worst KID, middling FID
+               "d": {"fid": 300.0, "kid": 0.05}}  # worst FID, best KID
+    decisions = {}
+    for rung_signal in ("fid", "kid"):
+        stops = StopLog(location(str(tmp_path / rung_signal)))
+        scheduler = _asha(stops, "images", 8 * STEPS, RUNG_IMAGES, 2.0, rung_signal)
+        for trial_id, scores in results.items():
+            trial = types.SimpleNamespace(trial_id=trial_id)
+            scheduler.on_trial_add(None, trial)
+            scheduler.on_trial_result(None, trial, {**rung, **scores, "fid_infinity": math.nan})
+        decisions[rung_signal] = stops
+    assert set(decisions["kid"].reasons()) == {"c"}
+    assert decisions["kid"].decision("c") == {"by": "asha", "signal": "kid", "value": 0.35, "step": 4,
+                                              "images_seen": RUNG_IMAGES}
+    assert "KID 0.3500" in decisions["kid"].reasons()["c"]
+    # On FID the same results stop the two trials with the worse FIDs instead (b is behind a when it arrives).
+    assert set(decisions["fid"].reasons()) == {"b", "d"} and "FID 300.0" in decisions["fid"].reasons()["d"]
 
 
 def test_resume_finishes_an_interrupted_search_without_rerunning_finished_trials(ray_cluster, labelled_data,

@@ -125,6 +125,7 @@ NAME = {"type": "categorical", "values": ["dcgan", "wgan", "wgan-gp"]}
     ({"base": {"loss": {"name": "wgan"}}, "dimensions": {"loss.name": NAME}}, r"'loss.name'.*also fixed in base"),
     ({"base": {"train": {"batch_size": 64}, "scale": {"workers": 3}}, "dimensions": {"loss.name": NAME}},
      r"'loss.name'.*divide evenly"),
+    ({"dimensions": {"loss.name": NAME}, "search": {"signal": "is"}}, r"search.signal='is' is not allowed.*'kid'"),
 ])
 def test_malformed_space_names_the_problem(tmp_path, document, message):
     path = tmp_path / "space.yaml"

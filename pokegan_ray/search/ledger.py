@@ -26,8 +26,10 @@ class TrialRecord:
     run_uri: str  # the trial's training run folder
     status: str = RUNNING
     reason: str = ""  # why it stopped or failed, for people
-    # One entry per evaluation: step, images_seen, fid, kid, checkpoint_uri (None without a checkpoint).
+    # One entry per evaluation: step, images_seen, fid, kid, fid_infinity, checkpoint_uri (None without one).
     history: list[dict[str, Any]] = field(default_factory=list)
+    # Why a scheduler or stopper ended it early: by (asha, plateau), signal, value, step, images_seen.
+    stop: dict[str, Any] | None = None
     # Each time the trial's process died (a lost node) and Tune restarted it: after_step, error.
     restarts: list[dict[str, Any]] = field(default_factory=list)
     queued_at: float = 0.0  # Unix time the search created the trial (a free slot), before Tune placed it

@@ -3,8 +3,11 @@
     SEARCH/leaderboard.csv      every trial, best first: status, reason, best FID, KID, images seen, params
     SEARCH/best_config.yaml     the best trial's resolved config: `pokegan train --config` takes it
     SEARCH/best_samples.png     a sample grid from the best trial's best checkpoint
-    SEARCH/fid_vs_images.png    FID over images seen, one line per trial
-    SEARCH/summary.json         the best trial, its FID and checkpoint URI
+    SEARCH/fid_vs_images.png    FID (and the rung signal, when not FID) over the search's compute unit, per trial
+    SEARCH/summary.json         the best trial, its FID and checkpoint URI, the rung signal and unit
+
+Trials are ranked by their best FID, the measure of the final result; the search's rungs, plateau
+stopper and Optuna use its signal (search.signal), which every file names with its compute unit.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from pokegan_ray.metrics.evaluation import SIGNALS
 from pokegan_ray.search.ledger import FAILED, TrialRecord
 from pokegan_ray.search.space import SearchSpace
 from pokegan_ray.storage import Location, location
@@ -27,6 +31,13 @@ BEST_CONFIG_FILE = "best_config.yaml"
 BEST_SAMPLES_FILE = "best_samples.png"
 PLOT_FILE = "fid_vs_images.png"
 SUMMARY_FILE = "summary.json"
+# A search's compute unit (the base config's train.unit) as the results name it: its ledger key and its words.
+UNITS = {"steps": ("step", "generator steps"), "images": ("images_seen", "real images seen")}
+
+
+def compared_at(space: SearchSpace, unit: str) -> str:
+    """`rungs compare KID at equal real images seen`: what the search's decisions compared, for people."""
+    return f"rungs compare {SIGNALS[space.settings.signal]} at equal {UNITS[unit][1]}"
 
 
 def ranked(records: list[TrialRecord]) -> list[TrialRecord]:
@@ -41,24 +52,25 @@ def best_trial(records: list[TrialRecord]) -> TrialRecord | None:
     return ranked(usable)[0] if usable else None
 
 
-def leaderboard_csv(records: list[TrialRecord], space: SearchSpace) -> bytes:
+def leaderboard_csv(records: list[TrialRecord], space: SearchSpace, unit: str = "steps") -> bytes:
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow(["rank", "trial", "trial_id", "status", "best_fid", "kid_at_best", "images_seen", "step",
-                     *space.dimension_names, "reason", "run_uri"])
+    writer.writerow(["rank", "trial", "trial_id", "status", "best_fid", "kid_at_best", "fid_infinity_at_best",
+                     "images_seen", "step", "rung_signal", "rung_unit", *space.dimension_names, "reason", "run_uri"])
     for rank, record in enumerate(ranked(records), start=1):
         best = record.best or {}
         writer.writerow([rank, record.number, record.trial_id, record.status, _number(record.best_fid),
-                         _number(best.get("kid", math.nan)), record.images_seen, record.step,
+                         _number(best.get("kid", math.nan), 6), _number(best.get("fid_infinity", math.nan)),
+                         record.images_seen, record.step, space.settings.signal, unit,
                          *[record.params.get(name, "") for name in space.dimension_names], record.reason,
                          record.run_uri])
     return buffer.getvalue().encode()
 
 
-def leaderboard_table(records: list[TrialRecord], space: SearchSpace) -> str:
+def leaderboard_table(records: list[TrialRecord], space: SearchSpace, unit: str = "steps") -> str:
     """The leaderboard for a terminal: one line per trial, the params that were sampled."""
     header = f"{'#':>3} {'trial':>5} {'status':<9} {'best FID':>8} {'KID':>7} {'images':>9}  config"
-    lines = [header, "-" * len(header)]
+    lines = [f"ranked by best FID; {compared_at(space, unit)}", header, "-" * len(header)]
     for rank, record in enumerate(ranked(records), start=1):
         best = record.best or {}
         line = (f"{rank:>3} {record.number:>5} {record.status:<9} {_number(record.best_fid):>8} "
@@ -69,26 +81,33 @@ def leaderboard_table(records: list[TrialRecord], space: SearchSpace) -> str:
     return "\n".join(lines)
 
 
-def fid_plot(records: list[TrialRecord]) -> bytes:
-    """PNG: FID over images seen, a line per trial (dashed when stopped early, dotted when failed)."""
+def fid_plot(records: list[TrialRecord], space: SearchSpace, unit: str = "steps") -> bytes:
+    """PNG: FID over the search's unit, a line per trial (dashed when stopped early, dotted when failed);
+    beside it the rung signal, when that is not FID."""
     import matplotlib
 
     matplotlib.use("Agg")
     from matplotlib import pyplot
 
-    figure, axes = pyplot.subplots(figsize=(8, 5))
+    signal = space.settings.signal
+    shown = ["fid"] if signal == "fid" else ["fid", signal]
+    figure, panels = pyplot.subplots(1, len(shown), figsize=(8 * len(shown), 5), squeeze=False)
     styles = {"stopped": "--", "failed": ":"}
-    for record in records:
-        points = [(entry["images_seen"], entry["fid"]) for entry in record.history if math.isfinite(entry["fid"])]
-        if points:
-            xs, ys = zip(*points)
-            axes.plot(xs, ys, styles.get(record.status, "-"), marker="o", markersize=3,
-                      label=f"trial {record.number} ({record.status})")
-    axes.set_xlabel("images seen")
-    axes.set_ylabel("FID (EMA generator)")
-    axes.set_title("FID of every trial (dashed: stopped early, dotted: failed)")
-    if records:
-        axes.legend(fontsize="small", ncol=2)
+    time_key, unit_words = UNITS[unit]
+    for axes, score in zip(panels[0], shown):
+        for record in records:
+            points = [(entry[time_key], entry[score]) for entry in record.history
+                      if math.isfinite(entry.get(score, math.nan))]
+            if points:
+                xs, ys = zip(*points)
+                axes.plot(xs, ys, styles.get(record.status, "-"), marker="o", markersize=3,
+                          label=f"trial {record.number} ({record.status})")
+        axes.set_xlabel(unit_words)
+        axes.set_ylabel(f"{SIGNALS[score]} (EMA generator)")
+        axes.set_title(f"{SIGNALS[score]} of every trial (dashed: stopped early, dotted: failed)")
+        if records:
+            axes.legend(fontsize="small", ncol=2)
+    figure.suptitle(compared_at(space, unit))
     figure.tight_layout()
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=100)
@@ -109,12 +128,13 @@ def best_samples_png(checkpoint_uri: str) -> bytes:
     return png_bytes(samples.grid(generator))
 
 
-def write_results(folder: Location, records: list[TrialRecord], space: SearchSpace):
-    """Write the leaderboard, plot, best config and best samples; print the table; return a SearchOutcome."""
+def write_results(folder: Location, records: list[TrialRecord], space: SearchSpace, unit: str = "steps"):
+    """Write the leaderboard, plot, best config and best samples; return a SearchOutcome. `unit`: the
+    base config's train.unit, what the search's rungs compared trials at."""
     from pokegan_ray.search.runner import SearchOutcome
 
-    folder.join(LEADERBOARD_FILE).write_bytes_atomic(leaderboard_csv(records, space))
-    folder.join(PLOT_FILE).write_bytes_atomic(fid_plot(records))
+    folder.join(LEADERBOARD_FILE).write_bytes_atomic(leaderboard_csv(records, space, unit))
+    folder.join(PLOT_FILE).write_bytes_atomic(fid_plot(records, space, unit))
     best = best_trial(records)
     best_config_uri = best_checkpoint = best_samples_uri = None
     if best is not None:
@@ -134,6 +154,8 @@ def write_results(folder: Location, records: list[TrialRecord], space: SearchSpa
         "trials": len(records),
         "by_status": {status: sum(r.status == status for r in records) for status in sorted({r.status for r in records})},
         "images_seen": sum(record.images_seen for record in records),
+        "rung_signal": space.settings.signal,
+        "rung_unit": unit,
         "best": None if best is None else {
             "trial": best.number, "trial_id": best.trial_id, "best_fid": best.best_fid, "params": best.params,
             "checkpoint_uri": best_checkpoint, "config_uri": best_config_uri},
@@ -141,7 +163,7 @@ def write_results(folder: Location, records: list[TrialRecord], space: SearchSpa
     folder.join(SUMMARY_FILE).write_bytes_atomic(json.dumps(summary, indent=1).encode())
     return SearchOutcome(search_uri=folder.uri, space=space, records=records, best=best, best_config_uri=best_config_uri,
                          best_checkpoint_uri=best_checkpoint, leaderboard_uri=folder.join(LEADERBOARD_FILE).uri,
-                         plot_uri=folder.join(PLOT_FILE).uri, best_samples_uri=best_samples_uri)
+                         plot_uri=folder.join(PLOT_FILE).uri, best_samples_uri=best_samples_uri, unit=unit)
 
 
 def _number(value: float, digits: int = 2) -> str:

@@ -31,6 +31,7 @@ from typing import Any
 from pokegan_ray import ray_compat
 from pokegan_ray.cluster import Bundle, ClusterError, ClusterOptions, add_up, describe, duration_text, fits, \
     read_capacity, require_shared_storage, wait_for_capacity
+from pokegan_ray.metrics.evaluation import SIGNALS
 from pokegan_ray.search.ledger import COMPLETED, FAILED, RUNNING, STOPPED, Ledger, TrialRecord
 from pokegan_ray.search.space import SearchSettings, SearchSpace, define_by_run, trial_config
 from pokegan_ray.storage import Location, StorageError, location
@@ -51,9 +52,8 @@ TRIAL_DRIVER_CPUS = 0.01
 DATA_READ_CPUS = 1.0
 # A trial whose process dies (its node went away) is restarted from its last checkpoint this many times.
 TRIAL_MAX_FAILURES = 3
-# The metric Optuna minimises: the lowest FID a trial reached (its best checkpoint); every FID report of the
-# training loop carries it, computed from the run's history, so it survives restarts.
-SEARCH_METRIC = "best_fid"
+# Optuna minimises the best value of the search's signal a trial reached ("best_" + search.signal); every
+# evaluation the training loop reports carries it, computed from the run's history, so it survives restarts.
 # A trial that cannot be placed while nothing else of the search runs is reported after this long.
 PENDING_NOTICE_S = 45.0
 
@@ -91,6 +91,7 @@ class SearchOutcome:
     best_samples_uri: str | None
     interrupted: bool = False  # stopped (Ctrl+C) before every trial finished: continue with --resume
     failure: str | None = None  # why the search stopped by itself before its end (it waited too long for room)
+    unit: str = "steps"  # the base config's train.unit: what the rungs compared trials at
 
 
 def runs_in_trial(experiment: ExperimentConfig) -> bool:
@@ -160,12 +161,14 @@ def replay_finished_trial(context: TrialContext, trial_id: str) -> bool:
     history = list(record.history) if record else []
     recorded = {entry["step"] for entry in history}
     history += [entry for entry in _evaluations_of(run_folder) if int(entry["step"]) not in recorded]
-    best = math.inf
+    best = {signal: math.inf for signal in SIGNALS}
     for entry in history:
-        best = min(best, entry["fid"])
-        tune.report({"step": entry["step"], "images_seen": entry["images_seen"], "fid": entry["fid"],
-                     "kid": entry.get("kid", math.nan), SEARCH_METRIC: best, "evaluated": 1.0, "replayed": 1.0,
-                     "replayed_checkpoint_uri": entry.get("checkpoint_uri") or ""})
+        scores = {signal: float(entry.get(signal, math.nan)) for signal in SIGNALS}
+        best = {signal: min(best[signal], value) if math.isfinite(value) else best[signal]
+                for signal, value in scores.items()}
+        tune.report({"step": entry["step"], "images_seen": entry["images_seen"], **scores,
+                     **{f"best_{signal}": value for signal, value in best.items()}, "evaluated": 1.0,
+                     "replayed": 1.0, "replayed_checkpoint_uri": entry.get("checkpoint_uri") or ""})
     return True
 
 
@@ -196,19 +199,30 @@ class FidReporter(_fid_reporter_base()):
 
 # -- early stopping that says why -----------------------------------------------------------
 class StopLog:
-    """Why the scheduler or the stopper ended a trial early, in `SEARCH/stops.json` (survives --resume)."""
+    """Why the scheduler or the stopper ended a trial early, in `SEARCH/stops.json` (survives --resume): for
+    each trial the reason for people and the decision's facts (which stopper, signal and value, when)."""
 
     def __init__(self, search_folder: Location):
         self.file = search_folder.join(STOPS_FILE)
 
-    def reasons(self) -> dict[str, str]:
+    def _stops(self) -> dict[str, dict[str, Any]]:
         try:
-            return json.loads(self.file.read_bytes())
+            stops = json.loads(self.file.read_bytes())
         except StorageError:
             return {}
+        # A search begun before stops had their facts kept them as the reason alone.
+        return {trial_id: stop if isinstance(stop, dict) else {"reason": stop} for trial_id, stop in stops.items()}
 
-    def record(self, trial_id: str, reason: str) -> None:
-        self.file.write_bytes_atomic(json.dumps({**self.reasons(), trial_id: reason}, indent=1).encode())
+    def reasons(self) -> dict[str, str]:
+        return {trial_id: stop["reason"] for trial_id, stop in self._stops().items()}
+
+    def decision(self, trial_id: str) -> dict[str, Any] | None:
+        stop = self._stops().get(trial_id)
+        return stop and {key: value for key, value in stop.items() if key != "reason"}
+
+    def record(self, trial_id: str, reason: str, decision: dict[str, Any]) -> None:
+        stops = {**self._stops(), trial_id: {"reason": reason, **decision}}
+        self.file.write_bytes_atomic(json.dumps(stops, indent=1).encode())
 
 
 # Dimensions that change how many real images a generator step shows D.
@@ -217,15 +231,15 @@ COMPUTE_PER_STEP_DIMENSIONS = ("train.batch_size", "loss.n_critic", "loss.name",
 TIME_ATTRIBUTES = {"steps": "step", "images": "images_seen"}
 
 
-def _asha(stops: StopLog, unit: str, length: int, grace: int, reduction_factor: float):
+def _asha(stops: StopLog, unit: str, length: int, grace: int, reduction_factor: float, signal: str = "fid"):
     from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 
     time_attr = TIME_ATTRIBUTES[unit]
 
     class RecordingAsha(ASHAScheduler):
-        """ASHA on FID over the run's clock (generator steps, or real images seen: equal compute); records
-        each early stop with its reason. Reports that only carry a checkpoint (their FID is the last one
-        measured) are not rung decisions."""
+        """ASHA on the search's signal over the run's clock (generator steps, or real images seen: equal
+        compute); records each early stop with the signal and its value. Reports that only carry a
+        checkpoint (their scores are the last ones measured) are not rung decisions."""
 
         def on_trial_result(self, tune_controller, trial, result):
             if not result.get("evaluated", 1.0):
@@ -233,16 +247,29 @@ def _asha(stops: StopLog, unit: str, length: int, grace: int, reduction_factor: 
             decision = super().on_trial_result(tune_controller, trial, result)
             if decision == TrialScheduler.STOP and result[time_attr] < length:
                 stops.record(trial.trial_id, f"stopped early by the ASHA scheduler at step {result['step']} "
-                                             f"({int(result['images_seen']):,} images): FID {result['fid']:.1f} "
+                                             f"({int(result['images_seen']):,} images): {_signal_text(signal, result)} "
                                              f"is not in the best 1/{reduction_factor:g} of the trials at this rung "
-                                             f"({unit} {int(result[time_attr]):,})")
+                                             f"({unit} {int(result[time_attr]):,})",
+                             _decision("asha", signal, result))
             return decision
 
-    return RecordingAsha(time_attr=time_attr, metric="fid", mode="min", max_t=length, grace_period=grace,
+    return RecordingAsha(time_attr=time_attr, metric=signal, mode="min", max_t=length, grace_period=grace,
                          reduction_factor=reduction_factor)
 
 
-def _plateau_stopper(stops: StopLog, evaluations: int, std: float):
+def _decision(by: str, signal: str, result: dict[str, Any]) -> dict[str, Any]:
+    """The facts of an early stop, for the ledger: which stopper, on which signal, its value, and when."""
+    return {"by": by, "signal": signal, "value": float(result[signal]), "step": int(result["step"]),
+            "images_seen": int(result["images_seen"])}
+
+
+def _signal_text(signal: str, result: dict[str, Any]) -> str:
+    """`FID 312.4` / `KID 0.1834` / `FID∞ 290.1`: a signal's name for people and its value in this result."""
+    value = float(result[signal])
+    return f"{SIGNALS[signal]} {value:.4f}" if abs(value) < 10 else f"{SIGNALS[signal]} {value:.1f}"
+
+
+def _plateau_stopper(stops: StopLog, evaluations: int, std: float, signal: str = "fid"):
     from ray.tune.stopper import TrialPlateauStopper
 
     class RecordingPlateauStopper(TrialPlateauStopper):
@@ -252,10 +279,12 @@ def _plateau_stopper(stops: StopLog, evaluations: int, std: float):
             stop = super().__call__(trial_id, result)
             if stop:
                 stops.record(trial_id, f"stopped at step {result['step']} ({int(result['images_seen']):,} images): "
-                                       f"FID plateaued (the last {evaluations} evaluations vary by less than {std:g})")
+                                       f"{SIGNALS[signal]} plateaued (the last {evaluations} evaluations vary by less "
+                                       f"than {std:g}; now {_signal_text(signal, result)})",
+                             _decision("plateau", signal, result))
             return stop
 
-    return RecordingPlateauStopper(metric="fid", mode="min", std=std, num_results=evaluations,
+    return RecordingPlateauStopper(metric=signal, mode="min", std=std, num_results=evaluations,
                                    grace_period=evaluations)
 
 
@@ -333,7 +362,8 @@ def _watch_stopper(watch: PendingWatch):
 
 
 # -- progress and the ledger ----------------------------------------------------------------
-def _progress_callback(ledger: Ledger, stops: StopLog, context: TrialContext, samples: int, watch: PendingWatch):
+def _progress_callback(ledger: Ledger, stops: StopLog, context: TrialContext, samples: int, watch: PendingWatch,
+                       signal: str):
     from ray.tune import Callback
 
     search = location(context.search_uri)
@@ -375,11 +405,13 @@ def _progress_callback(ledger: Ledger, stops: StopLog, context: TrialContext, sa
             if any(entry["step"] == int(result["step"]) for entry in record.history):
                 return  # a restarted trial repeating an evaluation it had already reported
             record.history.append({
-                "step": int(result["step"]), "images_seen": int(result["images_seen"]), "fid": float(result["fid"]),
-                "kid": float(result.get("kid", math.nan)), "checkpoint_uri": _checkpoint_uri(search, trial, result)})
+                "step": int(result["step"]), "images_seen": int(result["images_seen"]),
+                **{signal: float(result.get(signal, math.nan)) for signal in SIGNALS},
+                "checkpoint_uri": _checkpoint_uri(search, trial, result)})
             ledger.write(record)
+            also = f", {_signal_text(signal, result)}" if signal != "fid" else ""
             _say(f"trial {record.number}/{samples} step {result['step']}: FID {result['fid']:.1f} "
-                 f"(best {record.best_fid:.1f}) after {int(result['images_seen']):,} images")
+                 f"(best {record.best_fid:.1f}){also} after {int(result['images_seen']):,} images")
 
         def on_trial_recover(self, iteration, trials, trial, **info):
             record = ledger.read(trial.trial_id)
@@ -397,6 +429,7 @@ def _progress_callback(ledger: Ledger, stops: StopLog, context: TrialContext, sa
                 return
             reason = stops.reasons().get(trial.trial_id)
             record.status, record.reason = (STOPPED, reason) if reason else (COMPLETED, "")
+            record.stop = stops.decision(trial.trial_id)
             ledger.write(record)
             _say(f"trial {record.number}/{samples} {record.status}: best FID {record.best_fid:.1f} after "
                  f"{record.images_seen:,} images{f' ({reason})' if reason else ''}")
@@ -556,14 +589,15 @@ def run_search(space: SearchSpace | None, *, storage_uri: str, name: str, data_u
             run_config=tune.RunConfig(
                 name=name, storage_path=storage.path, storage_filesystem=storage.filesystem,
                 stop=_stopper(settings, stops, watch),
-                callbacks=[_progress_callback(ledger, stops, context, settings.samples, watch)],
+                callbacks=[_progress_callback(ledger, stops, context, settings.samples, watch, settings.signal)],
                 # Tune keeps single-worker trials' checkpoints (multi-worker ones are Ray Train's).
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=experiment.train.keep_checkpoints,
                                                         checkpoint_score_attribute="checkpoint_fid",
                                                         checkpoint_score_order="min"),
                 failure_config=tune.FailureConfig(max_failures=TRIAL_MAX_FAILURES), verbose=0))
+    stopping = f"ASHA on {SIGNALS[settings.signal]}" if settings.scheduler == "asha" else "no early stopping"
     log.info("search %s: %d trials of %s, %d at a time, %s; results in %s", name, settings.samples, space.source,
-             concurrent_trials, "ASHA on FID" if settings.scheduler == "asha" else "no early stopping", folder.uri)
+             concurrent_trials, stopping, folder.uri)
     results = tuner.fit()  # returns (does not raise) when interrupted by Ctrl+C, with Tune's state saved
     # (Tune calls the trials a stuck search never placed "terminated" too.)
     every_trial_ended = (watch.failure is None and len(results) >= settings.samples
@@ -574,7 +608,7 @@ def run_search(space: SearchSpace | None, *, storage_uri: str, name: str, data_u
     from pokegan_ray.search import results as search_results
 
     records = ledger.records()
-    outcome = search_results.write_results(folder, records, space)
+    outcome = search_results.write_results(folder, records, space, experiment.train.unit)
     interrupted = not every_trial_ended or any(record.status == RUNNING for record in records)
     return dataclasses.replace(outcome, interrupted=interrupted, failure=watch.failure)
 
@@ -591,7 +625,7 @@ def _searcher(space: SearchSpace, settings: SearchSettings, manifest: dict[str, 
 
     facts = {"data.labelled": bool(manifest["classes"])}
     return OptunaSearch(
-        space=define_by_run(space, facts), metric=SEARCH_METRIC, mode="min",
+        space=define_by_run(space, facts), metric=f"best_{settings.signal}", mode="min",
         points_to_evaluate=[_optuna_point(space, point) for point in settings.first_trials] or None,
         sampler=optuna.samplers.TPESampler(seed=settings.seed, n_startup_trials=settings.startup_trials))
 
@@ -601,7 +635,8 @@ def _scheduler(settings: SearchSettings, experiment: ExperimentConfig, stops: St
         return None
     train = experiment.train
     grace = settings.grace or train.eval_every
-    return _asha(stops, train.unit, train.length, min(grace, train.length), settings.reduction_factor)
+    return _asha(stops, train.unit, train.length, min(grace, train.length), settings.reduction_factor,
+                 settings.signal)
 
 
 def _stopper(settings: SearchSettings, stops: StopLog, watch: PendingWatch):
@@ -609,7 +644,7 @@ def _stopper(settings: SearchSettings, stops: StopLog, watch: PendingWatch):
 
     stoppers = [_watch_stopper(watch)]
     if settings.plateau_evaluations:
-        stoppers.append(_plateau_stopper(stops, settings.plateau_evaluations, settings.plateau_std))
+        stoppers.append(_plateau_stopper(stops, settings.plateau_evaluations, settings.plateau_std, settings.signal))
     return CombinedStopper(*stoppers)
 
 

@@ -30,6 +30,7 @@ from typing import Any
 import yaml
 
 from pokegan_ray.training.config import SECTIONS, ExperimentConfig, merge_sections
+from pokegan_ray.metrics.evaluation import SIGNALS
 from pokegan_ray.models.config import require_choice, require_float, require_int
 
 # Facts about the run that the caller knows and the space cannot sample: name -> type.
@@ -101,11 +102,15 @@ class SearchSettings:
     concurrent: int = 1  # trials at once (capped by what the cluster holds)
     seed: int = 0  # of Optuna's sampler: the same seed proposes the same first trials
     startup_trials: int = 4  # random trials before TPE starts modelling the results
-    # "asha": stop trials whose FID is poor at a rung; "none": every trial runs all its steps.
+    # "asha": stop trials whose signal is poor at a rung; "none": every trial runs all its steps.
     scheduler: str = "asha"
+    # What trials are ranked by at a rung, by the plateau stopper and by Optuna (its best value): fid, kid or
+    # fid_infinity, all at train.eval_images generated images (FID at a larger N: raise eval_images).
+    signal: str = "fid"
     grace: int = 0  # train's unit (steps, or images with train.images) before the first rung; 0 = train.eval_every
     reduction_factor: float = 3.0  # ASHA keeps the best 1/reduction_factor at each rung
-    # Stop a trial whose last `plateau_evaluations` FIDs vary by less than `plateau_std` (0 = off).
+    # Stop a trial whose last `plateau_evaluations` values of the signal vary by less than `plateau_std`, in the
+    # signal's own units (0 = off).
     plateau_evaluations: int = 0
     plateau_std: float = 1.0
     # Trials to run first, before any sampling: dimension -> value (the rest is sampled).
@@ -117,6 +122,7 @@ class SearchSettings:
         require_int("search.seed", self.seed, minimum=0)
         require_int("search.startup_trials", self.startup_trials, minimum=1)
         require_choice("search.scheduler", self.scheduler, SCHEDULERS)
+        require_choice("search.signal", self.signal, tuple(SIGNALS))
         require_int("search.grace", self.grace, minimum=0)
         object.__setattr__(self, "reduction_factor", require_float(
             "search.reduction_factor", self.reduction_factor, minimum=1.0, minimum_inclusive=False))

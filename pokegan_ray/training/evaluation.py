@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 import torch.distributed as dist
 
@@ -56,6 +57,26 @@ class Evaluator:
                                      lambda: self._extractor.features(real_images))
         check_compatible(self._real, self._extractor)
 
+    def features(self, generator: torch.nn.Module, model: ModelConfig | None = None, *,
+                 num_images: int | None = None, rank: int = 0, world_size: int = 1) -> dict[int, Any]:
+        """This rank's share of the Inception features of `num_images` (default train.eval_images) images
+        from the run's seeded latents: {batch index: features} (see `generated_features`)."""
+        self._prepare(rank)
+        model = model or self.experiment.gan.model
+        latents, labels = sample_latents_and_labels(
+            num_images or self.experiment.train.eval_images, model.latent_size,
+            num_classes=model.num_classes if model.conditional else 0,
+            label_probabilities=self.class_frequencies if model.conditional else None,
+            seed=self.experiment.train.seed)
+        return generated_features(generator, self._extractor, latents, labels, batch_size=self.batch_size,
+                                  device=self.device, rank=rank, world_size=world_size)
+
+    def scores(self, features: np.ndarray) -> dict[str, float]:
+        """FID, KID, FID∞ ... of generated images' features (rows) against the real statistics."""
+        self._prepare()
+        scores = scores_from_features(self._real, features, seed=self.experiment.train.seed)
+        return {key: float(value) for key, value in scores.items()}
+
     def evaluate(self, generator: torch.nn.Module, model: ModelConfig | None = None, *, rank: int = 0,
                  world_size: int = 1) -> dict[str, float]:
         """FID/KID of `generator`; `model` describes it when it is not this experiment's own (another
@@ -64,20 +85,11 @@ class Evaluator:
         With `world_size` > 1 every rank of the process group must call it (a collective): each
         extracts its share, rank 0 returns the scores and the other ranks return {}.
         """
-        self._prepare(rank)
-        model = model or self.experiment.gan.model
-        latents, labels = sample_latents_and_labels(
-            self.experiment.train.eval_images, model.latent_size,
-            num_classes=model.num_classes if model.conditional else 0,
-            label_probabilities=self.class_frequencies if model.conditional else None,
-            seed=self.experiment.train.seed)
-        share = generated_features(generator, self._extractor, latents, labels, batch_size=self.batch_size,
-                                   device=self.device, rank=rank, world_size=world_size)
+        share = self.features(generator, model, rank=rank, world_size=world_size)
         shares: list[Any] = [share]
         if world_size > 1:
             shares = [None] * world_size
             dist.all_gather_object(shares, share)
         if rank != 0:
             return {}
-        scores = scores_from_features(self._real, merge_batch_features(shares), seed=self.experiment.train.seed)
-        return {key: float(value) for key, value in scores.items()}
+        return self.scores(merge_batch_features(shares))

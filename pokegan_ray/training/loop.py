@@ -29,6 +29,7 @@ from pokegan_ray.cluster import DEFAULT_WAIT_TIMEOUT_S
 from pokegan_ray.data.reader import InMemoryImages
 from pokegan_ray.losses import build_loss, build_optimizers
 from pokegan_ray.losses.schedules import learning_rates, set_learning_rate
+from pokegan_ray.metrics.evaluation import SIGNALS
 from pokegan_ray.models import GeneratorEma, build_networks
 from pokegan_ray.storage import location
 from pokegan_ray.training import artifacts
@@ -258,11 +259,12 @@ def report(gan: Gan, experiment: ExperimentConfig, run: RunContext, progress: "P
             writer.write_sample_grid(gan.ema.module, step)
         if "fid" in metrics:
             writer.last_fid = metrics["fid"]
-        # The run's FIDs so far, from its history, so they survive a restart from a checkpoint.
-        fids = [entry["fid"] for entry in progress.history if "fid" in entry] + [metrics.get("fid", math.inf)]
-        if any(math.isfinite(fid) for fid in fids):
-            metrics["best_fid"] = min(fids)
-            metrics["last_fid"] = next(fid for fid in reversed(fids) if math.isfinite(fid))
+        # Each score's best and last value so far, from the run's history, so they survive a restart.
+        for signal in SIGNALS:
+            values = [entry[signal] for entry in progress.history if signal in entry] + [metrics.get(signal, math.inf)]
+            finite = [value for value in values if math.isfinite(value)]
+            if finite:
+                metrics[f"best_{signal}"], metrics[f"last_{signal}"] = min(finite), finite[-1]
         progress.history.append({k: float(v) for k, v in metrics.items()})
         writer.log_progress(metrics, experiment.total_steps)
         writer.write_tensorboard(metrics)

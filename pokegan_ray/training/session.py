@@ -24,6 +24,7 @@ from typing import Any, Callable, Protocol
 import torch
 
 from pokegan_ray.data.reader import InMemoryImages, read_images
+from pokegan_ray.metrics.evaluation import SIGNALS
 from pokegan_ray.training.checkpoint import FILE_NAME, checkpoint_bytes
 from pokegan_ray.training.config import ExperimentConfig
 
@@ -98,9 +99,9 @@ class TuneTrialSession:
 
     Only reports that Tune acts on are sent: evaluations (the scheduler, stopper and searcher
     compare FIDs) and checkpoints (Tune keeps them and restarts a failed trial from the latest).
-    Every report carries `fid` and `best_fid` (Tune checks that each result has the metrics its
-    scheduler and searcher use): a report without a new FID carries the last one, and
-    `evaluated` says whether this report's FID is new.
+    Every report carries each signal (`fid`, `kid`, `fid_infinity`) and its best so far (Tune checks
+    that each result has the metrics its scheduler and searcher use): a report without a new
+    evaluation carries the last scores, and `evaluated` says whether this report's are new.
     """
 
     rank, world_size = 0, 1
@@ -130,8 +131,10 @@ class TuneTrialSession:
         evaluated = "fid" in metrics
         if not evaluated and checkpoint_state is None:
             return
-        result = {**metrics, "fid": metrics.get("fid", metrics.get("last_fid", math.inf)),
-                  "best_fid": metrics.get("best_fid", math.inf), "evaluated": float(evaluated)}
+        result = {**metrics, "evaluated": float(evaluated)}
+        for signal in SIGNALS:
+            result[signal] = metrics.get(signal, metrics.get(f"last_{signal}", math.inf))
+            result[f"best_{signal}"] = metrics.get(f"best_{signal}", math.inf)
         with tempfile.TemporaryDirectory() as folder:
             checkpoint = None
             if checkpoint_state is not None:
