@@ -20,6 +20,7 @@ rung ranks the trials exactly as they end) and saves every number, learning curv
 
     python benchmarks/rung_fidelity.py [--space search_spaces/quick.yaml] [--configs 12] [--images N]
                                        [--rung N] [--large-n 256] [--final-n 1008] [--data URI] [--storage DIR]
+                                       [--score-only]   (score what an earlier run in --storage trained)
 
 On this 2-core CPU, 12 quick.yaml configurations at their 9,600 images take ~25 minutes to train and
 ~22 to score (Inception ~62 ms an image).
@@ -42,6 +43,7 @@ from pokegan_ray.cli import ensure_default_data, init_ray
 from pokegan_ray.data.prepare import class_frequencies, read_manifest
 from pokegan_ray.defaults import DEFAULT_DATA_URI
 from pokegan_ray.metrics.evaluation import SIGNALS
+from pokegan_ray.search.ledger import Ledger
 from pokegan_ray.search.runner import run_search
 from pokegan_ray.search.space import SearchSpace
 from pokegan_ray.storage import location
@@ -123,6 +125,8 @@ def main() -> None:
     parser.add_argument("--final-n", type=int, default=1008, help="generated images of the final FID")
     parser.add_argument("--data", default=None, help="prepared set (default: the bundled one, prepared if absent)")
     parser.add_argument("--storage", default=None, help="where the trials go (default: a temporary folder)")
+    parser.add_argument("--score-only", action="store_true",
+                        help="score the trials an earlier run left in --storage instead of training new ones")
     args = parser.parse_args()
     if args.final_n < args.large_n:
         parser.error(f"--final-n ({args.final_n}) must be at least --large-n ({args.large_n})")
@@ -136,7 +140,13 @@ def main() -> None:
     print(f"space {args.space}: {args.configs} configurations, seed {space.settings.seed}, storage {storage}",
           flush=True)
     started = time.perf_counter()
-    records, unit, rung = train_trials(space, args, storage)
+    if args.score_only:
+        if not args.storage:
+            parser.error("--score-only needs the --storage of the run that trained the trials")
+        records = Ledger(location(storage).join("fidelity")).records()
+        unit, rung = "images", args.rung or space.base["train"]["eval_every"]
+    else:
+        records, unit, rung = train_trials(space, args, storage)
     trained = time.perf_counter() - started
 
     manifest = read_manifest(location(data))

@@ -300,13 +300,15 @@ def run_tune(args: argparse.Namespace) -> int:
     print(f"search:          {outcome.search_uri}")
     print(f"leaderboard:     {outcome.leaderboard_uri}")
     print(f"FID plot:        {outcome.plot_uri}")
+    resumable = outcome.space.settings.scheduler != "pbt"
+    follow_up = (f"continue it with: pokegan tune --resume --name {name} --storage {args.storage}" if resumable
+                 else "a PBT search cannot be resumed yet: start it again (its trials so far are in the ledger)")
     if outcome.failure:
         print(f"the search stopped: {outcome.failure}")
-        print(f"continue it with: pokegan tune --resume --name {name} --storage {args.storage}")
+        print(follow_up)
         return 1
     if outcome.interrupted:
-        print(f"the search was interrupted; continue it with: pokegan tune --resume --name {name} "
-              f"--storage {args.storage}")
+        print(f"the search was interrupted; {follow_up}")
         return 130
     if outcome.best is None:
         print("no trial produced an FID: see the reasons above")

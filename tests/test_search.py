@@ -8,13 +8,14 @@ test knows which trial is meant to do what; Optuna's sampler and training are se
 from __future__ import annotations
 
 import csv
+import json
 import math
 import os
 import re
 import signal
-import types
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -157,6 +158,48 @@ def test_asha_ranks_a_rung_by_the_searchs_signal_and_records_it(tmp_path):
     assert set(decisions["fid"].reasons()) == {"b", "d"} and "FID 300.0" in decisions["fid"].reasons()["d"]
 
 
+def test_pbt_continues_a_worse_trial_from_a_better_ones_checkpoint_with_perturbed_rates(ray_cluster, labelled_data,
+                                                                                         tmp_path):
+    rates = {"type": "float", "low": 1.0e-5, "high": 0.3, "log": True, "mutable": True}
+    pbt_space = SearchSpace.from_dict({
+        # 64 images a trial: one perturbation, after the first evaluation (32 images).
+        "description": "pbt", "base": {**BASE, "train": {**BASE["train"], "images": 2 * RUNG_IMAGES,
+                                                         "sample_every": 2 * RUNG_IMAGES, "eval_images": 8}},
+        "dimensions": {"loss.generator_learning_rate": rates},
+        "search": {"samples": 2, "concurrent": 2, "scheduler": "pbt", "pbt_quantile": 0.5,
+                   "first_trials": [{"loss.generator_learning_rate": 2.0e-4},
+                                    {"loss.generator_learning_rate": 0.3}]}}, source="pbt")  # 0.3: clearly worse
+    storage = tmp_path / "searches"
+    outcome = run_search(pbt_space, storage_uri=str(storage), name="pbt", data_uri=labelled_data)
+    records = outcome.records
+    assert {record.status for record in records} == {COMPLETED} and not outcome.interrupted
+
+    # Tune starts them in either order: the worse trial is the one that took the other's checkpoint.
+    worse, better = sorted(records, key=lambda record: -len(record.exploitations))
+    assert len(worse.exploitations) == 1 and not better.exploitations  # none at the end: nothing left to train
+    copy = worse.exploitations[0]
+    assert copy["from_trial"] == better.trial_id and copy["images_seen"] == RUNG_IMAGES
+    rate = copy["changed"]["loss.generator_learning_rate"]
+    assert rate["before"] == 0.3 and rate["copied"] == 2.0e-4 and rate["now"] not in (0.3, 2.0e-4)
+
+    # The copy is exact (the generator's checksum as loaded is the one the better trial reported with that
+    # checkpoint), its counters continue from there, and it trained on with the perturbed rate.
+    def results(record):
+        lines = (storage / "pbt" / f"trial_{record.trial_id}" / "result.json").read_text().splitlines()
+        return [json.loads(line) for line in lines]
+
+    donor = next(r for r in results(better) if r["step"] == copy["step"] and "generator_checksum" in r)
+    resumed = [r for r in results(worse) if r.get("resumed_from_step") == copy["step"]]
+    assert resumed and resumed[0]["resumed_generator_checksum"] == donor["generator_checksum"]
+    assert resumed[0]["images_seen"] == 2 * RUNG_IMAGES
+    run_config = yaml.safe_load(location(worse.run_uri).join("config.yaml").read_bytes())
+    assert run_config["loss"]["generator_learning_rate"] == pytest.approx(rate["now"])
+    assert worse.params["loss.generator_learning_rate"] == pytest.approx(rate["now"])
+    # Resuming a PBT search is refused (see run_search), with what to do instead.
+    with pytest.raises(SearchError, match="a PBT search cannot be resumed yet"):
+        run_search(None, storage_uri=str(storage), name="pbt", resume=True)
+
+
 def test_resume_finishes_an_interrupted_search_without_rerunning_finished_trials(ray_cluster, labelled_data,
                                                                               tmp_path):
     space_file = tmp_path / "space.yaml"
@@ -273,6 +316,19 @@ def test_bad_searches_fail_before_ray_tune_starts(ray_cluster, labelled_data, tm
     with pytest.raises(SearchError, match=r"first trial needs 1 CPU, 0.25 GPU; this Ray cluster has 2 CPU and cannot"):
         run_search(SearchSpace.load(str(SPACES / "default.yaml")), storage_uri=str(tmp_path), name="gpu",
                    data_uri=labelled_data)  # a GPU cluster's space on this 2-CPU cluster
+    mutable = {**DIMENSIONS, "loss.generator_learning_rate": {**DIMENSIONS["loss.generator_learning_rate"],
+                                                              "mutable": True}}
+
+    def pbt(**search):
+        return SearchSpace.from_dict({"description": "pbt", "base": BASE, "dimensions": mutable,
+                                      "search": {"scheduler": "pbt", **search}}, "pbt")
+
+    with pytest.raises(SearchError, match=r"perturbation_interval to a multiple of it \(40 now\), all in images"):
+        run_search(pbt(perturbation_interval=RUNG_IMAGES + 8), storage_uri=str(tmp_path), name="d",
+                   data_uri=labelled_data)
+    with pytest.raises(SearchError, match=r"PBT needs single-worker trials"):
+        run_search(pbt(), storage_uri=str(tmp_path), name="e", data_uri=labelled_data,
+                   overrides={"scale": {"workers": 2}})
     with pytest.raises(SearchError, match="no search 'missing'"):
         run_search(None, storage_uri=str(tmp_path), name="missing", resume=True)
     assert not list(Path(tmp_path).glob("*/search.json"))  # nothing was started

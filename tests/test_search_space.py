@@ -126,6 +126,12 @@ NAME = {"type": "categorical", "values": ["dcgan", "wgan", "wgan-gp"]}
     ({"base": {"train": {"batch_size": 64}, "scale": {"workers": 3}}, "dimensions": {"loss.name": NAME}},
      r"'loss.name'.*divide evenly"),
     ({"dimensions": {"loss.name": NAME}, "search": {"signal": "is"}}, r"search.signal='is' is not allowed.*'kid'"),
+    # PBT may change only what a running trial can take, in every trial.
+    ({"dimensions": {"loss.name": {**NAME, "mutable": True}}}, r"'loss.name'.*cannot be mutable"),
+    ({"dimensions": {"loss.name": NAME, "loss.generator_learning_rate": {**LR, "mutable": True,
+                                                                        "when": {"loss.name": ["dcgan"]}}}},
+     r"'loss.generator_learning_rate'.*mutable dimension cannot have `when`"),
+    ({"dimensions": {"loss.name": NAME}, "search": {"scheduler": "pbt"}}, r"no dimension is marked `mutable: true`"),
 ])
 def test_malformed_space_names_the_problem(tmp_path, document, message):
     path = tmp_path / "space.yaml"

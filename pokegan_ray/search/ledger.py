@@ -30,6 +30,9 @@ class TrialRecord:
     history: list[dict[str, Any]] = field(default_factory=list)
     # Why a scheduler or stopper ended it early: by (asha, plateau), signal, value, step, images_seen.
     stop: dict[str, Any] | None = None
+    # PBT: each time the trial continued from another's checkpoint: from_trial, step, images_seen, the signal's
+    # value there, and each mutable dimension's value before, in the copied trial and now.
+    exploitations: list[dict[str, Any]] = field(default_factory=list)
     # Each time the trial's process died (a lost node) and Tune restarted it: after_step, error.
     restarts: list[dict[str, Any]] = field(default_factory=list)
     queued_at: float = 0.0  # Unix time the search created the trial (a free slot), before Tune placed it

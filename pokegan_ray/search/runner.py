@@ -115,7 +115,7 @@ def run_trial(params: dict[str, Any], context: TrialContext) -> None:
     trial_id = tune.get_context().get_trial_id()
     if replay_finished_trial(context, trial_id):
         return
-    sampled = {name: params[name] for name in context.space.dimension_names if name in params}
+    sampled = {name: params[name] for name in context.space.dimension_names if params.get(name) is not None}
     raw = merge_sections(trial_config(context.space, sampled), context.overrides)
     storage = location(context.runs_uri)
     # A restarted trial (a lost node, or --resume) continues its own run from its last checkpoint.
@@ -269,6 +269,79 @@ def _signal_text(signal: str, result: dict[str, Any]) -> str:
     return f"{SIGNALS[signal]} {value:.4f}" if abs(value) < 10 else f"{SIGNALS[signal]} {value:.1f}"
 
 
+def _check_pbt_cadence(settings: SearchSettings, experiment: ExperimentConfig) -> None:
+    """PBT copies the checkpoint a trial reported with its evaluation at the interval: both must come together."""
+    train = experiment.train
+    interval = settings.perturbation_interval or train.eval_every
+    if train.checkpoint_every != train.eval_every or interval % train.eval_every:
+        raise SearchError(f"PBT copies the checkpoint saved with an evaluation: set train.checkpoint_every equal to "
+                          f"train.eval_every ({train.checkpoint_every:,} and {train.eval_every:,} now) and "
+                          f"search.perturbation_interval to a multiple of it ({interval:,} now), all in {train.unit}")
+
+
+def _pbt(space: SearchSpace, settings: SearchSettings, experiment: ExperimentConfig, ledger: Ledger):
+    from ray import tune
+    from ray.tune.schedulers import PopulationBasedTraining, TrialScheduler
+
+    train = experiment.train
+    time_attr = TIME_ATTRIBUTES[train.unit]
+    mutations: dict[str, Any] = {}
+    for dimension in space.mutable_dimensions:
+        if dimension.type == "categorical":
+            mutations[dimension.name] = [dimension.value_of(label) for label in dimension.choice_labels()]
+        else:
+            mutations[dimension.name] = (tune.loguniform if dimension.log else tune.uniform)(dimension.low,
+                                                                                             dimension.high)
+
+    class RecordingPbt(PopulationBasedTraining):
+        """Tune's PBT on the search's signal over the run's clock; each exploitation lands in the ledger (from
+        which trial, at which point, what changed). Reports that only carry a checkpoint are not decisions."""
+
+        def on_trial_result(self, tune_controller, trial, result):
+            # A trial's last evaluation is its end: nothing is left to continue, so no copy into it.
+            if not result.get("evaluated", 1.0) or result[time_attr] >= train.length:
+                return TrialScheduler.CONTINUE
+            return super().on_trial_result(tune_controller, trial, result)
+
+        def _exploit(self, tune_controller, trial, trial_to_clone):
+            before = dict(trial.config)
+            copied = self._trial_state[trial_to_clone].last_result or {}
+            super()._exploit(tune_controller, trial, trial_to_clone)
+            record, donor = ledger.read(trial.trial_id), ledger.read(trial_to_clone.trial_id)
+            if record is None:
+                return
+            changed = {name: {"before": before.get(name), "copied": trial_to_clone.config.get(name),
+                              "now": trial.config.get(name)} for name in mutations}
+            record.exploitations.append({
+                "from_trial": trial_to_clone.trial_id, "from_number": donor.number if donor else None,
+                "step": int(copied.get("step", 0)), "images_seen": int(copied.get("images_seen", 0)),
+                settings.signal: float(copied.get(settings.signal, math.nan)), "changed": changed})
+            record.params.update({name: trial.config[name] for name in mutations if name in trial.config})
+            ledger.write(record)
+            _say(f"trial {record.number} continues from trial {donor.number if donor else trial_to_clone.trial_id}'s "
+                 f"checkpoint at step {int(copied.get('step', 0))} ({int(copied.get('images_seen', 0)):,} images), "
+                 "with " + ", ".join(f"{name}={_short(values['now'])}" for name, values in changed.items()))
+
+    # Tune multiplies a float by 0.8 or 1.2 without looking at its range: an EMA decay of 0.999 would
+    # become 1.2. Perturbed values are kept within the dimension's bounds.
+    bounds = {dimension.name: (dimension.low, dimension.high) for dimension in space.mutable_dimensions
+              if dimension.type == "float"}
+
+    def within_bounds(config: dict[str, Any]) -> dict[str, Any]:
+        for name, (low, high) in bounds.items():
+            config[name] = min(max(config[name], low), high)
+        return config
+
+    return RecordingPbt(time_attr=time_attr, metric=settings.signal, mode="min",
+                        perturbation_interval=settings.perturbation_interval or train.eval_every,
+                        hyperparam_mutations=mutations, quantile_fraction=settings.pbt_quantile,
+                        synch=settings.pbt_synchronous, custom_explore_fn=within_bounds)
+
+
+def _short(value: Any) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
 def _plateau_stopper(stops: StopLog, evaluations: int, std: float, signal: str = "fid"):
     from ray.tune.stopper import TrialPlateauStopper
 
@@ -396,7 +469,9 @@ def _progress_callback(ledger: Ledger, stops: StopLog, context: TrialContext, sa
                 return
             record.status, record.reason = RUNNING, ""
             ledger.write(record)
-            _say(f"trial {record.number}/{samples} {trial.trial_id} started: {record.params_text()}")
+            # Again after a pause (PBT) or a lost process: it goes on from its latest checkpoint.
+            started = "continues" if record.history else "started"
+            _say(f"trial {record.number}/{samples} {trial.trial_id} {started}: {record.params_text()}")
 
         def on_trial_result(self, iteration, trials, trial, result, **info):
             record = ledger.read(trial.trial_id)
@@ -495,9 +570,16 @@ def check_search(space: SearchSpace, settings: SearchSettings, overrides: dict[s
         experiment, manifest = resolve_config(merge_sections(dict(space.base), overrides))
     except TrainError as error:
         raise SearchError(f"the search's base config: {error}") from None
-    if settings.scheduler == "asha" and experiment.train.eval_every == 0:
-        raise SearchError("the ASHA scheduler compares FIDs during training, but train.eval_every is 0 (FID only "
-                          "at the end); set train.eval_every in the space's base, or search.scheduler: none")
+    if settings.scheduler in ("asha", "pbt") and experiment.train.eval_every == 0:
+        raise SearchError(f"the {settings.scheduler.upper()} scheduler compares trials during training, but "
+                          "train.eval_every is 0 (FID only at the end); set train.eval_every in the space's base, "
+                          "or search.scheduler: none")
+    if settings.scheduler == "pbt":
+        _check_pbt_cadence(settings, experiment)
+        if not runs_in_trial(experiment):
+            raise SearchError("PBT needs single-worker trials (scale.workers: 1) for now: a trial with several "
+                              "workers trains in its own TorchTrainer, which resumes from its own checkpoints, "
+                              "not from the one PBT hands it from another trial")
     compute_per_step = [name for name in space.dimension_names if name in COMPUTE_PER_STEP_DIMENSIONS]
     if experiment.train.unit == "steps" and compute_per_step:
         _say(f"note: trials differ in {', '.join(compute_per_step)} but are compared at equal generator steps, so "
@@ -552,6 +634,11 @@ def run_search(space: SearchSpace | None, *, storage_uri: str, name: str, data_u
         space = SearchSpace.from_dict(state["space"], source=state["space_source"])
         overrides = state["overrides"]
         settings = SearchSettings(**state["settings"])
+        if settings.scheduler == "pbt":
+            # Measured: a PBT search interrupted right after a copy resumed that trial from its own checkpoint
+            # (Tune's saved state lacks the handed-over one) and left a paused trial waiting. Refused, not wrong.
+            raise SearchError(f"search {name!r} used PBT, and a PBT search cannot be resumed yet: start a new "
+                              "search (the ledger under its folder keeps what its trials reached)")
     else:
         if space is None:
             raise SearchError("a new search needs --space")
@@ -583,8 +670,11 @@ def run_search(space: SearchSpace | None, *, storage_uri: str, name: str, data_u
     else:
         tuner = tune.Tuner(
             trainable,
+            # PBT's population comes as points, and Tune wants each point's keys in the param space: None
+            # stands for "not sampled" (a dimension switched off by `when`), as run_trial reads it.
+            param_space={name: None for name in space.dimension_names} if settings.scheduler == "pbt" else None,
             tune_config=tune.TuneConfig(num_samples=settings.samples, search_alg=_searcher(space, settings, manifest),
-                                        scheduler=_scheduler(settings, experiment, stops),
+                                        scheduler=_scheduler(settings, experiment, stops, space, ledger),
                                         max_concurrent_trials=concurrent_trials, trial_dirname_creator=_trial_dirname),
             run_config=tune.RunConfig(
                 name=name, storage_path=storage.path, storage_filesystem=storage.filesystem,
@@ -595,7 +685,8 @@ def run_search(space: SearchSpace | None, *, storage_uri: str, name: str, data_u
                                                         checkpoint_score_attribute="checkpoint_fid",
                                                         checkpoint_score_order="min"),
                 failure_config=tune.FailureConfig(max_failures=TRIAL_MAX_FAILURES), verbose=0))
-    stopping = f"ASHA on {SIGNALS[settings.signal]}" if settings.scheduler == "asha" else "no early stopping"
+    stopping = {"asha": f"ASHA on {SIGNALS[settings.signal]}", "pbt": f"PBT on {SIGNALS[settings.signal]}",
+                "none": "no early stopping"}[settings.scheduler]
     log.info("search %s: %d trials of %s, %d at a time, %s; results in %s", name, settings.samples, space.source,
              concurrent_trials, stopping, folder.uri)
     results = tuner.fit()  # returns (does not raise) when interrupted by Ctrl+C, with Tune's state saved
@@ -621,16 +712,36 @@ def _trial_dirname(trial) -> str:
 
 def _searcher(space: SearchSpace, settings: SearchSettings, manifest: dict[str, Any]):
     import optuna
+    from ray.tune.search import BasicVariantGenerator
     from ray.tune.search.optuna import OptunaSearch
 
     facts = {"data.labelled": bool(manifest["classes"])}
+    if settings.scheduler == "pbt":
+        # Tune's PBT takes no search algorithm: the population is drawn up front (first_trials, then seeded
+        # random draws from the same define-by-run sampler), and PBT's exploits and perturbations do the rest.
+        return BasicVariantGenerator(points_to_evaluate=initial_population(space, settings, facts))
     return OptunaSearch(
         space=define_by_run(space, facts), metric=f"best_{settings.signal}", mode="min",
         points_to_evaluate=[_optuna_point(space, point) for point in settings.first_trials] or None,
         sampler=optuna.samplers.TPESampler(seed=settings.seed, n_startup_trials=settings.startup_trials))
 
 
-def _scheduler(settings: SearchSettings, experiment: ExperimentConfig, stops: StopLog):
+def initial_population(space: SearchSpace, settings: SearchSettings, facts: dict[str, Any]) -> list[dict[str, Any]]:
+    """`settings.samples` points: the first trials (any dimension they leave out drawn), then seeded draws
+    from the same define-by-run sampler Optuna uses."""
+    import optuna
+
+    sampler = define_by_run(space, facts)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=settings.seed))
+    for point in settings.first_trials:
+        study.enqueue_trial(_optuna_point(space, point))
+    return [sampler(study.ask()) for _ in range(settings.samples)]
+
+
+def _scheduler(settings: SearchSettings, experiment: ExperimentConfig, stops: StopLog, space: SearchSpace,
+               ledger: Ledger):
+    if settings.scheduler == "pbt":
+        return _pbt(space, settings, experiment, ledger)
     if settings.scheduler != "asha":
         return None
     train = experiment.train
@@ -674,6 +785,8 @@ def _space_as_dict(space: SearchSpace) -> dict[str, Any]:
         if dimension.when:
             spec["when"] = {key: [list(value) if isinstance(value, tuple) else value for value in allowed]
                             for key, allowed in dimension.when}
+        if dimension.mutable:
+            spec["mutable"] = True
         dimensions[dimension.name] = spec
     settings = dataclasses.asdict(space.settings)
     settings["first_trials"] = [dict(point) for point in space.settings.first_trials]

@@ -39,8 +39,8 @@ FACTS: dict[str, type] = {"data.labelled": bool}
 DIMENSION_TYPES = ("categorical", "float", "int")
 TOP_LEVEL_KEYS = ("description", "base", "dimensions", "search")
 _KEYS_BY_TYPE = {
-    "categorical": {"type", "values", "when"},
-    "float": {"type", "low", "high", "log", "step", "when"},
+    "categorical": {"type", "values", "when", "mutable"},
+    "float": {"type", "low", "high", "log", "step", "when", "mutable"},
     "int": {"type", "low", "high", "log", "step", "when"},
 }
 # Only for checking a space: an AC-GAN config needs a class count, which the runner takes from the
@@ -66,6 +66,8 @@ class Dimension:
     step: float | int | None = None
     # ((dimension or fact, allowed values), ...): all must hold for this dimension to be sampled.
     when: tuple[tuple[str, tuple[Any, ...]], ...] = ()
+    # Population Based Training may change it in a running trial (search.scheduler: pbt).
+    mutable: bool = False
 
     def is_active(self, sampled: Mapping[str, Any], facts: Mapping[str, Any]) -> bool:
         for key, allowed in self.when:
@@ -102,7 +104,9 @@ class SearchSettings:
     concurrent: int = 1  # trials at once (capped by what the cluster holds)
     seed: int = 0  # of Optuna's sampler: the same seed proposes the same first trials
     startup_trials: int = 4  # random trials before TPE starts modelling the results
-    # "asha": stop trials whose signal is poor at a rung; "none": every trial runs all its steps.
+    # "asha": stop trials whose signal is poor at a rung; "pbt": Population Based Training (the worst trials
+    # continue from a better one's checkpoint with its mutable dimensions perturbed); "none": every trial runs
+    # to its end.
     scheduler: str = "asha"
     # What trials are ranked by at a rung, by the plateau stopper and by Optuna (its best value): fid, kid or
     # fid_infinity, all at train.eval_images generated images (FID at a larger N: raise eval_images).
@@ -113,6 +117,11 @@ class SearchSettings:
     # signal's own units (0 = off).
     plateau_evaluations: int = 0
     plateau_std: float = 1.0
+    # PBT: how often (in train's unit; 0 = train.eval_every) the worst `pbt_quantile` of the trials copy a
+    # trial of the best quantile; synchronous: every trial waits at each interval, so all decide together.
+    perturbation_interval: int = 0
+    pbt_quantile: float = 0.25
+    pbt_synchronous: bool = True
     # Trials to run first, before any sampling: dimension -> value (the rest is sampled).
     first_trials: tuple[Mapping[str, Any], ...] = ()
 
@@ -124,6 +133,14 @@ class SearchSettings:
         require_choice("search.scheduler", self.scheduler, SCHEDULERS)
         require_choice("search.signal", self.signal, tuple(SIGNALS))
         require_int("search.grace", self.grace, minimum=0)
+        require_int("search.perturbation_interval", self.perturbation_interval, minimum=0)
+        object.__setattr__(self, "pbt_quantile", require_float("search.pbt_quantile", self.pbt_quantile,
+                                                               minimum=0.0, minimum_inclusive=False))
+        if self.pbt_quantile > 0.5:
+            raise ValueError(f"search.pbt_quantile must be at most 0.5 (the worst and the best quantile cannot "
+                             f"overlap), got {self.pbt_quantile}")
+        if not isinstance(self.pbt_synchronous, bool):
+            raise ValueError(f"search.pbt_synchronous must be true or false, got {self.pbt_synchronous!r}")
         object.__setattr__(self, "reduction_factor", require_float(
             "search.reduction_factor", self.reduction_factor, minimum=1.0, minimum_inclusive=False))
         require_int("search.plateau_evaluations", self.plateau_evaluations, minimum=0)
@@ -156,7 +173,11 @@ class SearchSettings:
         return dataclasses.replace(self, **{key: value for key, value in changes.items() if value is not None})
 
 
-SCHEDULERS = ("asha", "none")
+SCHEDULERS = ("asha", "pbt", "none")
+# What Population Based Training may perturb in a running trial: the optimiser's rates and betas (set
+# again after a checkpoint's optimiser state is loaded), the EMA's decay and the augmentation policy.
+MUTABLE_DIMENSIONS = ("loss.generator_learning_rate", "loss.discriminator_learning_rate", "loss.adam_betas",
+                      "loss.ema_decay", "loss.augment_policy")
 
 
 @dataclass(frozen=True)
@@ -209,7 +230,14 @@ class SearchSpace:
         _check_configs(space)
         for index, point in enumerate(settings.first_trials):
             _check_first_trial(space, index, point)
+        if settings.scheduler == "pbt" and not space.mutable_dimensions:
+            raise ValueError(f"{source}: search.scheduler is pbt, but no dimension is marked `mutable: true`; mark "
+                             f"what PBT may perturb (some of {', '.join(MUTABLE_DIMENSIONS)})")
         return space
+
+    @property
+    def mutable_dimensions(self) -> tuple[Dimension, ...]:
+        return tuple(dimension for dimension in self.dimensions if dimension.mutable)
 
     @property
     def dimension_names(self) -> tuple[str, ...]:
@@ -283,8 +311,10 @@ def _parse_dimension(source: str, name: Any, spec: Any, earlier: list[Dimension]
         raise ValueError(f"{where}: unknown key(s) {', '.join(map(repr, unknown))} for type {kind}; "
                          f"allowed: {', '.join(sorted(_KEYS_BY_TYPE[kind]))}")
     when = _parse_when(where, spec.get("when"), earlier)
+    mutable = _parse_mutable(where, name, spec.get("mutable", False), when)
     if kind == "categorical":
-        return Dimension(name=name, type=kind, values=_parse_values(where, spec.get("values")), when=when)
+        return Dimension(name=name, type=kind, values=_parse_values(where, spec.get("values")), when=when,
+                         mutable=mutable)
 
     number = int if kind == "int" else (int, float)
     bounds = {}
@@ -310,7 +340,22 @@ def _parse_dimension(source: str, name: Any, spec: Any, earlier: list[Dimension]
         if log and step != 1:
             raise ValueError(f"{where}: step cannot be combined with log: true")
         step = step if kind == "int" else float(step)
-    return Dimension(name=name, type=kind, low=bounds["low"], high=bounds["high"], log=log, step=step, when=when)
+    return Dimension(name=name, type=kind, low=bounds["low"], high=bounds["high"], log=log, step=step, when=when,
+                     mutable=mutable)
+
+
+def _parse_mutable(where: str, name: str, mutable: Any, when: tuple) -> bool:
+    """`mutable: true` (PBT may change it mid-run): only for what a trial can change without new networks
+    or a new loss, and never for a dimension some trials lack."""
+    if not isinstance(mutable, bool):
+        raise ValueError(f"{where}: mutable must be true or false, got {mutable!r}")
+    if mutable and name not in MUTABLE_DIMENSIONS:
+        raise ValueError(f"{where}: cannot be mutable: a running trial can only change "
+                         f"{', '.join(MUTABLE_DIMENSIONS)}")
+    if mutable and when:
+        raise ValueError(f"{where}: a mutable dimension cannot have `when`: PBT copies it between trials, so "
+                         "every trial must have it")
+    return mutable
 
 
 def _parse_values(where: str, values: Any) -> tuple[Any, ...]:

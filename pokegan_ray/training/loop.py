@@ -170,10 +170,10 @@ def restore(gan: Gan, session: Session, run: RunContext, experiment: ExperimentC
     gan.generator.load_state_dict(state["generator"])
     gan.discriminator.load_state_dict(state["discriminator"])
     gan.ema.module.load_state_dict(state["generator_ema"])
-    gan.optimizer_g.load_state_dict(state["optimizer_generator"])
-    gan.optimizer_d.load_state_dict(state["optimizer_discriminator"])
+    load_optimizer_state(gan.optimizer_g, state["optimizer_generator"])
+    load_optimizer_state(gan.optimizer_d, state["optimizer_discriminator"])
     progress = Progress(step=state["step"], real_batches=state["real_batches"], history=state["history"],
-                        resumed_from_step=state["step"])
+                        resumed_from_step=state["step"], resumed_checksum=parameter_checksum(gan.generator))
     ranks = state["rng"]["ranks"]
     loss_states = state.get("loss_states") or []  # absent in checkpoints from before the losses had state
     if loss_states:
@@ -186,6 +186,16 @@ def restore(gan: Gan, session: Session, run: RunContext, experiment: ExperimentC
         sys.stdout.write(f"[pokegan] continuing from the checkpoint at step {progress.step} ({source})\n")
         sys.stdout.flush()
     return progress
+
+
+def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
+    """A checkpoint's optimiser state (moments, step counts) under this config's hyperparameters: a PBT trial
+    that continues from another trial's checkpoint keeps its own (perturbed) betas and rates. For a run
+    resuming its own checkpoint they are the same values."""
+    configured = [{key: value for key, value in group.items() if key != "params"} for group in optimizer.param_groups]
+    optimizer.load_state_dict(state)
+    for group, settings in zip(optimizer.param_groups, configured):
+        group.update(settings)
 
 
 def train_step(gan: Gan, experiment: ExperimentConfig, progress: "Progress", batches, window: "MetricWindow",
@@ -246,6 +256,8 @@ def report(gan: Gan, experiment: ExperimentConfig, run: RunContext, progress: "P
         "data_wait_fraction": window.data_seconds / max(seconds, 1e-9),
         "nonfinite": 0.0,
         "resumed_from_step": float(progress.resumed_from_step),
+        # The generator's checksum as loaded from that checkpoint (0: a fresh start): PBT's copies are checkable.
+        "resumed_generator_checksum": progress.resumed_checksum,
         # Wall-clock time (Unix seconds) this process finished its first step: start-up cost, seen from outside.
         "first_step_at": progress.first_step_at,
         **losses,
@@ -318,6 +330,7 @@ class Progress:
     real_batches: int = 0  # per-worker real batches consumed by D steps
     history: list[dict[str, float]] = field(default_factory=list)
     resumed_from_step: int = 0  # the checkpoint this process continued from (0: a fresh start)
+    resumed_checksum: float = 0.0  # parameter_checksum of the generator loaded from it
     first_step_at: float = 0.0  # Unix time this process finished its first step
 
     def images_seen(self, experiment: ExperimentConfig) -> int:
