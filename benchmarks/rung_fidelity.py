@@ -84,8 +84,8 @@ def score_trials(records, evaluator_for, args) -> list[dict]:
             # The last rung's large-N signals come from the first images of the final evaluation.
             features = np.concatenate(list(evaluator.features(
                 generator, num_images=args.final_n if last else args.large_n).values()))
-            small_n = experiment.train.eval_images
-            signals = {name: evaluator.scores(features[:small_n])[name] for name in SIGNALS}
+            small = evaluator.scores(features[:experiment.train.eval_images])
+            signals = {name: small[name] for name in SIGNALS}
             large = evaluator.scores(features[:args.large_n])
             signals.update({f"{name}_n{args.large_n}": large[name] for name in SIGNALS})
             signals_by_rung.append({"step": entry["step"], "images_seen": entry["images_seen"], **signals})

@@ -74,12 +74,13 @@ def frechet_distance_to_sample(mu1: np.ndarray, sigma1_root: np.ndarray, feature
     if count < 2:
         raise ValueError(f"statistics need at least 2 feature rows, got {count}")
     mean = features.mean(axis=0)
-    centred_root = (features - mean) @ sigma1_root
+    centred = features - mean
+    centred_root = centred @ sigma1_root
     small = centred_root @ centred_root.T if count <= features.shape[1] else centred_root.T @ centred_root
     eigenvalues = np.linalg.eigvalsh(small / (count - 1))
     trace_root = float(np.sqrt(np.clip(eigenvalues, 0.0, None)).sum())
     difference = np.asarray(mu1, np.float64) - mean
-    trace_sample = float(((features - mean) ** 2).sum()) / (count - 1)
+    trace_sample = float((centred ** 2).sum()) / (count - 1)
     trace_reference = float((sigma1_root ** 2).sum())  # Tr(√Σ1 √Σ1), √Σ1 symmetric
     return float(difference @ difference + trace_reference + trace_sample - 2.0 * trace_root)
 

@@ -22,6 +22,7 @@ import yaml
 
 from pokegan_ray.metrics.evaluation import SIGNALS
 from pokegan_ray.search.ledger import FAILED, TrialRecord
+from pokegan_ray.search.runner import TIME_ATTRIBUTES
 from pokegan_ray.search.space import SearchSpace
 from pokegan_ray.storage import Location, location
 from pokegan_ray.training.trainer import CONFIG_FILE
@@ -31,13 +32,13 @@ BEST_CONFIG_FILE = "best_config.yaml"
 BEST_SAMPLES_FILE = "best_samples.png"
 PLOT_FILE = "fid_vs_images.png"
 SUMMARY_FILE = "summary.json"
-# A search's compute unit (the base config's train.unit) as the results name it: its ledger key and its words.
-UNITS = {"steps": ("step", "generator steps"), "images": ("images_seen", "real images seen")}
+# A search's compute unit (the base config's train.unit) in words; its ledger key is runner.TIME_ATTRIBUTES'.
+UNIT_WORDS = {"steps": "generator steps", "images": "real images seen"}
 
 
 def compared_at(space: SearchSpace, unit: str) -> str:
     """`rungs compare KID at equal real images seen`: what the search's decisions compared, for people."""
-    return f"rungs compare {SIGNALS[space.settings.signal]} at equal {UNITS[unit][1]}"
+    return f"rungs compare {SIGNALS[space.settings.signal]} at equal {UNIT_WORDS[unit]}"
 
 
 def ranked(records: list[TrialRecord]) -> list[TrialRecord]:
@@ -93,7 +94,7 @@ def fid_plot(records: list[TrialRecord], space: SearchSpace, unit: str = "steps"
     shown = ["fid"] if signal == "fid" else ["fid", signal]
     figure, panels = pyplot.subplots(1, len(shown), figsize=(8 * len(shown), 5), squeeze=False)
     styles = {"stopped": "--", "failed": ":"}
-    time_key, unit_words = UNITS[unit]
+    time_key = TIME_ATTRIBUTES[unit]
     for axes, score in zip(panels[0], shown):
         for record in records:
             points = [(entry[time_key], entry[score]) for entry in record.history
@@ -102,7 +103,7 @@ def fid_plot(records: list[TrialRecord], space: SearchSpace, unit: str = "steps"
                 xs, ys = zip(*points)
                 axes.plot(xs, ys, styles.get(record.status, "-"), marker="o", markersize=3,
                           label=f"trial {record.number} ({record.status})")
-        axes.set_xlabel(unit_words)
+        axes.set_xlabel(UNIT_WORDS[unit])
         axes.set_ylabel(f"{SIGNALS[score]} (EMA generator)")
         axes.set_title(f"{SIGNALS[score]} of every trial (dashed: stopped early, dotted: failed)")
         if records:

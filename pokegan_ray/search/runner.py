@@ -481,7 +481,7 @@ def _progress_callback(ledger: Ledger, stops: StopLog, context: TrialContext, sa
                 return  # a restarted trial repeating an evaluation it had already reported
             record.history.append({
                 "step": int(result["step"]), "images_seen": int(result["images_seen"]),
-                **{signal: float(result.get(signal, math.nan)) for signal in SIGNALS},
+                **{score: float(result.get(score, math.nan)) for score in SIGNALS},
                 "checkpoint_uri": _checkpoint_uri(search, trial, result)})
             ledger.write(record)
             also = f", {_signal_text(signal, result)}" if signal != "fid" else ""

@@ -29,9 +29,9 @@ from typing import Any
 
 import yaml
 
-from pokegan_ray.training.config import SECTIONS, ExperimentConfig, merge_sections
 from pokegan_ray.metrics.evaluation import SIGNALS
 from pokegan_ray.models.config import require_choice, require_float, require_int
+from pokegan_ray.training.config import SECTIONS, ExperimentConfig, merge_sections
 
 # Facts about the run that the caller knows and the space cannot sample: name -> type.
 FACTS: dict[str, type] = {"data.labelled": bool}

@@ -190,8 +190,8 @@ def restore(gan: Gan, session: Session, run: RunContext, experiment: ExperimentC
 
 def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
     """A checkpoint's optimiser state (moments, step counts) under this config's hyperparameters: a PBT trial
-    that continues from another trial's checkpoint keeps its own (perturbed) betas and rates. For a run
-    resuming its own checkpoint they are the same values."""
+    that continues from another trial's checkpoint keeps its own (perturbed) betas. For a run resuming its
+    own checkpoint the betas are the same values, and the rates are set again before every step anyway."""
     configured = [{key: value for key, value in group.items() if key != "params"} for group in optimizer.param_groups]
     optimizer.load_state_dict(state)
     for group, settings in zip(optimizer.param_groups, configured):
