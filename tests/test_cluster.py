@@ -14,7 +14,7 @@ import socket
 import pytest
 
 from drivers import Driver, prepare_in_s3, tiny_settings, tiny_space
-from pokegan_ray.search.runner import trial_bundles, trials_at_once
+from pokegan_ray.search.runner import trial_bundles, trials_at_once, tune_bundles
 from pokegan_ray.storage import location
 from pokegan_ray.training.config import ExperimentConfig
 from pokegan_ray.training.trainer import scaling_config
@@ -148,7 +148,11 @@ def test_a_fraction_of_a_gpu_reaches_ray_train_and_packs_search_trials_on_a_gpu_
                                                     "gpus_per_worker": 0.25}})
     train = scaling_config(quarter)
     assert train.use_gpu and train.num_workers == 1 and train.resources_per_worker == {"CPU": 1.0, "GPU": 0.25}
-    assert trial_bundles(quarter) == [{"CPU": 1.0, "GPU": 0.25}]  # what each search trial asks Tune for
+    assert trial_bundles(quarter) == tune_bundles(quarter) == [{"CPU": 1.0, "GPU": 0.25}]  # what a trial takes
+    # A DDP trial's TorchTrainer reserves its GPUs itself: Tune reserving them too would hold every GPU twice.
+    ddp = quarter.with_overrides({"scale": {"workers": 2, "gpus_per_worker": 1}})
+    assert trial_bundles(ddp) == [{"CPU": 0.01}, {"CPU": 1.0, "GPU": 1.0}, {"CPU": 1.0, "GPU": 1.0}]
+    assert tune_bundles(ddp) == [{"CPU": 0.01}]
     g5_xlarge = {"CPU": 4.0, "GPU": 1.0}  # cluster.yaml's GPU worker
     assert trials_at_once(trial_bundles(quarter), [], [g5_xlarge], wanted=16) == 4
     assert trials_at_once(trial_bundles(quarter), [], [g5_xlarge] * 4, wanted=16) == 16

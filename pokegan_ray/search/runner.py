@@ -100,10 +100,21 @@ def runs_in_trial(experiment: ExperimentConfig) -> bool:
 
 
 def trial_bundles(experiment: ExperimentConfig) -> list[Bundle]:
-    """What one trial takes from the cluster while it runs."""
+    """What one trial takes from the cluster while it runs (what decides how many trials fit at once)."""
     if runs_in_trial(experiment):
         return worker_bundles(experiment)
     return [{"CPU": TRIAL_DRIVER_CPUS}] + worker_bundles(experiment)
+
+
+def tune_bundles(experiment: ExperimentConfig) -> list[Bundle]:
+    """What Tune reserves for one trial. A multi-worker trial's TorchTrainer reserves its workers itself
+    (Ray Train V2), so Tune holds only the trial's driver: reserving the workers in Tune's placement group too
+    would take them twice, leave Ray Data no CPU to read with, and on a GPU cluster hold every GPU in Tune's
+    groups while the trainers wait for them. Tune's max_concurrent_trials keeps such trials within the
+    cluster instead."""
+    if runs_in_trial(experiment):
+        return worker_bundles(experiment)
+    return [{"CPU": TRIAL_DRIVER_CPUS}]
 
 
 # -- one trial -------------------------------------------------------------------------------
@@ -661,7 +672,7 @@ def run_search(space: SearchSpace | None, *, storage_uri: str, name: str, data_u
     ledger, stops = Ledger(folder), StopLog(folder)
     watch = PendingWatch(trial_bundles(experiment), cluster.wait_timeout_s)
     trainable = tune.with_resources(tune.with_parameters(run_trial, context=context),
-                                    tune.PlacementGroupFactory(trial_bundles(experiment)))
+                                    tune.PlacementGroupFactory(tune_bundles(experiment)))
     if resume:
         log.info("resuming search %s: finished trials are kept, unfinished ones continue from their checkpoints",
                  folder.uri)
