@@ -300,9 +300,7 @@ def run_tune(args: argparse.Namespace) -> int:
     print(f"search:          {outcome.search_uri}")
     print(f"leaderboard:     {outcome.leaderboard_uri}")
     print(f"FID plot:        {outcome.plot_uri}")
-    resumable = outcome.space.settings.scheduler != "pbt"
-    follow_up = (f"continue it with: pokegan tune --resume --name {name} --storage {args.storage}" if resumable
-                 else "a PBT search cannot be resumed yet: start it again (its trials so far are in the ledger)")
+    follow_up = f"continue it with: pokegan tune --resume --name {name} --storage {args.storage}"
     if outcome.failure:
         print(f"the search stopped: {outcome.failure}")
         print(follow_up)

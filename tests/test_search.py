@@ -158,46 +158,67 @@ def test_asha_ranks_a_rung_by_the_searchs_signal_and_records_it(tmp_path):
     assert set(decisions["fid"].reasons()) == {"b", "d"} and "FID 300.0" in decisions["fid"].reasons()["d"]
 
 
-def test_pbt_continues_a_worse_trial_from_a_better_ones_checkpoint_with_perturbed_rates(ray_cluster, labelled_data,
-                                                                                         tmp_path):
+def test_pbt_continues_a_worse_trial_from_a_better_ones_checkpoint_with_perturbed_rates_even_across_a_resume(
+        ray_cluster, labelled_data, tmp_path):
     rates = {"type": "float", "low": 1.0e-5, "high": 0.3, "log": True, "mutable": True}
-    pbt_space = SearchSpace.from_dict({
+    space_file = tmp_path / "pbt.yaml"
+    space_file.write_text(yaml.safe_dump(sort_keys=False, data={
         # 64 images a trial: one perturbation, after the first evaluation (32 images).
+        # Two DDP workers a trial: each trial's own TorchTrainer (Ray Train V2) resumes from its own checkpoints
+        # unless the copy is handed over explicitly.
         "description": "pbt", "base": {**BASE, "train": {**BASE["train"], "images": 2 * RUNG_IMAGES,
-                                                         "sample_every": 2 * RUNG_IMAGES, "eval_images": 8}},
+                                                         "sample_every": 2 * RUNG_IMAGES, "eval_images": 8},
+                                       "scale": {**BASE["scale"], "workers": 2, "cpus_per_worker": 0.2}},
         "dimensions": {"loss.generator_learning_rate": rates},
         "search": {"samples": 2, "concurrent": 2, "scheduler": "pbt", "pbt_quantile": 0.5,
                    "first_trials": [{"loss.generator_learning_rate": 2.0e-4},
-                                    {"loss.generator_learning_rate": 0.3}]}}, source="pbt")  # 0.3: clearly worse
+                                    {"loss.generator_learning_rate": 0.3}]}}))  # 0.3: clearly worse
     storage = tmp_path / "searches"
-    outcome = run_search(pbt_space, storage_uri=str(storage), name="pbt", data_uri=labelled_data)
-    records = outcome.records
-    assert {record.status for record in records} == {COMPLETED} and not outcome.interrupted
+    # Ctrl+C right after the copy, before the worse trial trains on: Tune's saved state then still points
+    # the worse trial at its own older checkpoint, and --resume must go on from the copy regardless.
+    command = [sys.executable, "-m", "pokegan_ray.cli", "tune", "--space", str(space_file), "--data", labelled_data,
+               "--storage", str(storage), "--name", "pbt"]
+    env = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"}  # its own local Ray
+    driver = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    seen = []
+    for line in driver.stdout:
+        seen.append(line)
+        if re.search(r"trial \d continues from trial \d's checkpoint at step 4 \(32 images\)", line):
+            driver.send_signal(signal.SIGINT)
+            break
+    rest, _ = driver.communicate(timeout=300)
+    assert driver.returncode == 130, ("".join(seen) + rest)[-3000:]
+
+    def results(record):
+        lines = (storage / "pbt" / f"trial_{record.trial_id}" / "result.json").read_text().splitlines()
+        return [json.loads(line) for line in lines]
 
     # Tune starts them in either order: the worse trial is the one that took the other's checkpoint.
+    worse, better = sorted(Ledger(location(str(storage / "pbt"))).records(), key=lambda r: -len(r.exploitations))
+    assert len(worse.exploitations) == 1 and worse.status != COMPLETED
+    copy = worse.exploitations[0]
+    donor = next(r for r in results(better) if r["step"] == copy["step"] and "generator_checksum" in r)
+
+    outcome = run_search(None, storage_uri=str(storage), name="pbt", resume=True)
+    records = outcome.records
+    assert {record.status for record in records} == {COMPLETED} and not outcome.interrupted
     worse, better = sorted(records, key=lambda record: -len(record.exploitations))
     assert len(worse.exploitations) == 1 and not better.exploitations  # none at the end: nothing left to train
-    copy = worse.exploitations[0]
+    assert worse.exploitations[0] == copy
     assert copy["from_trial"] == better.trial_id and copy["images_seen"] == RUNG_IMAGES
     rate = copy["changed"]["loss.generator_learning_rate"]
     assert rate["before"] == 0.3 and rate["copied"] == 2.0e-4 and rate["now"] not in (0.3, 2.0e-4)
 
     # The copy is exact (the generator's checksum as loaded is the one the better trial reported with that
-    # checkpoint), its counters continue from there, and it trained on with the perturbed rate.
-    def results(record):
-        lines = (storage / "pbt" / f"trial_{record.trial_id}" / "result.json").read_text().splitlines()
-        return [json.loads(line) for line in lines]
-
-    donor = next(r for r in results(better) if r["step"] == copy["step"] and "generator_checksum" in r)
+    # checkpoint), its counters continue from there, and it trained on with the perturbed rate. The better
+    # trial went on from its own checkpoint, not from scratch.
     resumed = [r for r in results(worse) if r.get("resumed_from_step") == copy["step"]]
     assert resumed and resumed[0]["resumed_generator_checksum"] == donor["generator_checksum"]
-    assert resumed[0]["images_seen"] == 2 * RUNG_IMAGES
+    assert resumed[0]["images_seen"] == 2 * RUNG_IMAGES and resumed[0]["handoffs"] == 1
+    assert [r["resumed_from_step"] for r in results(better) if r["step"] > copy["step"]][:1] == [copy["step"]]
     run_config = yaml.safe_load(location(worse.run_uri).join("config.yaml").read_bytes())
     assert run_config["loss"]["generator_learning_rate"] == pytest.approx(rate["now"])
     assert worse.params["loss.generator_learning_rate"] == pytest.approx(rate["now"])
-    # Resuming a PBT search is refused (see run_search), with what to do instead.
-    with pytest.raises(SearchError, match="a PBT search cannot be resumed yet"):
-        run_search(None, storage_uri=str(storage), name="pbt", resume=True)
 
 
 def test_resume_finishes_an_interrupted_search_without_rerunning_finished_trials(ray_cluster, labelled_data,
@@ -326,9 +347,8 @@ def test_bad_searches_fail_before_ray_tune_starts(ray_cluster, labelled_data, tm
     with pytest.raises(SearchError, match=r"perturbation_interval to a multiple of it \(40 now\), all in images"):
         run_search(pbt(perturbation_interval=RUNG_IMAGES + 8), storage_uri=str(tmp_path), name="d",
                    data_uri=labelled_data)
-    with pytest.raises(SearchError, match=r"PBT needs single-worker trials"):
-        run_search(pbt(), storage_uri=str(tmp_path), name="e", data_uri=labelled_data,
-                   overrides={"scale": {"workers": 2}})
+    with pytest.raises(SearchError, match=r"set search.concurrent to at least search.samples \(3\)"):
+        run_search(pbt(samples=3, concurrent=2), storage_uri=str(tmp_path), name="e", data_uri=labelled_data)
     with pytest.raises(SearchError, match="no search 'missing'"):
         run_search(None, storage_uri=str(tmp_path), name="missing", resume=True)
     assert not list(Path(tmp_path).glob("*/search.json"))  # nothing was started

@@ -26,12 +26,14 @@ class TrialRecord:
     run_uri: str  # the trial's training run folder
     status: str = RUNNING
     reason: str = ""  # why it stopped or failed, for people
-    # One entry per evaluation: step, images_seen, fid, kid, fid_infinity, checkpoint_uri (None without one).
+    # One entry per evaluation: step, images_seen, fid, kid, fid_infinity, checkpoint_uri (None without one),
+    # handoffs (PBT: how many copies of other trials' checkpoints the trial had taken when it reported it).
     history: list[dict[str, Any]] = field(default_factory=list)
     # Why a scheduler or stopper ended it early: by (asha, plateau), signal, value, step, images_seen.
     stop: dict[str, Any] | None = None
     # PBT: each time the trial continued from another's checkpoint: from_trial, step, images_seen, the signal's
-    # value there, and each mutable dimension's value before, in the copied trial and now.
+    # value there, each dimension's value before, in the copied trial and now (the mutable ones and any the
+    # copy changed), and checkpoint_uri (the copy it continues from).
     exploitations: list[dict[str, Any]] = field(default_factory=list)
     # Each time the trial's process died (a lost node) and Tune restarted it: after_step, error.
     restarts: list[dict[str, Any]] = field(default_factory=list)
@@ -60,6 +62,11 @@ class TrialRecord:
     @property
     def step(self) -> int:
         return max((int(entry["step"]) for entry in self.history), default=0)
+
+    def since_last_copy(self) -> list[dict[str, Any]]:
+        """The evaluations reported after the trial last continued from another's checkpoint (PBT); all of
+        them if it never did."""
+        return [entry for entry in self.history if int(entry.get("handoffs", 0)) == len(self.exploitations)]
 
     def best_checkpoint_uri(self) -> str | None:
         """The checkpoint saved with the best FID, else the best-scoring evaluation that has one."""

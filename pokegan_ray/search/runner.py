@@ -21,6 +21,7 @@ import logging
 import math
 import os
 import posixpath
+import random
 import signal
 import sys
 import threading
@@ -35,6 +36,7 @@ from pokegan_ray.metrics.evaluation import SIGNALS
 from pokegan_ray.search.ledger import COMPLETED, FAILED, RUNNING, STOPPED, Ledger, TrialRecord
 from pokegan_ray.search.space import SearchSettings, SearchSpace, define_by_run, trial_config
 from pokegan_ray.storage import Location, StorageError, location
+from pokegan_ray.training.checkpoint import FILE_NAME as CHECKPOINT_FILE
 from pokegan_ray.training.config import ExperimentConfig, merge_sections
 from pokegan_ray.training.loop import STATUS_FILE, run_training
 from pokegan_ray.training.session import TuneTrialSession
@@ -45,6 +47,7 @@ log = logging.getLogger(__name__)
 
 SEARCH_FILE = "search.json"  # what --resume needs: the space, the overrides, the settings
 RUNS_FOLDER = "runs"
+HANDOFFS_FOLDER = "handoffs"  # PBT: the copies of checkpoints handed from one trial to another
 STOPS_FILE = "stops.json"
 # A multi-worker trial's own process only waits for its TorchTrainer; Tune refuses zero, so a sliver.
 TRIAL_DRIVER_CPUS = 0.01
@@ -76,6 +79,7 @@ class TrialContext:
     runs_uri: str
     inception_weights: str | None
     cluster: ClusterOptions = ClusterOptions()
+    pbt: bool = False  # trials continue from the checkpoints the ledger names (see pbt_continuation)
 
 
 @dataclass(frozen=True)
@@ -127,13 +131,18 @@ def run_trial(params: dict[str, Any], context: TrialContext) -> None:
     if replay_finished_trial(context, trial_id):
         return
     sampled = {name: params[name] for name in context.space.dimension_names if params.get(name) is not None}
+    record = Ledger(location(context.search_uri)).read(trial_id)
+    if record and record.exploitations:
+        sampled = dict(record.params)  # the copied trial's config, perturbed (Tune's restored one may be older)
     raw = merge_sections(trial_config(context.space, sampled), context.overrides)
     storage = location(context.runs_uri)
     # A restarted trial (a lost node, or --resume) continues its own run from its last checkpoint.
     resume = storage.join(trial_id, CONFIG_FILE).exists()
+    continue_from = pbt_continuation(record) if context.pbt else None
     try:
         run = prepare_run(raw, storage=storage, name=trial_id, resume=resume,
-                          inception_weights=context.inception_weights, warm_start_uri=None, cluster=context.cluster)
+                          inception_weights=context.inception_weights, warm_start_uri=None, cluster=context.cluster,
+                          continue_from=continue_from)
     except TrainError as error:
         raise TrialFailed(f"the sampled config cannot train: {error}") from None
     if runs_in_trial(run.experiment):
@@ -144,12 +153,26 @@ def run_trial(params: dict[str, Any], context: TrialContext) -> None:
         try:
             outcome = train(raw, storage_uri=context.runs_uri, name=trial_id, resume=resume,
                             inception_weights=context.inception_weights, callbacks=[FidReporter()],
-                            cluster=context.cluster)
+                            cluster=context.cluster, continue_from=continue_from)
         except TrainError as error:
             raise TrialFailed(f"the sampled config cannot train: {error}") from None
         status = {"status": outcome.status, "step": outcome.step, "message": outcome.message}
     if status["status"] != "completed":
         raise TrialFailed(f"{status['status']} at step {status['step']}: {status['message']}")
+
+
+def pbt_continuation(record: TrialRecord | None) -> tuple[str, int] | None:
+    """Where the ledger says a PBT trial goes on from, and how many checkpoints of other trials it has taken:
+    the copy made at its latest exploitation, unless it has reported an evaluation since; else its latest
+    evaluation's checkpoint. None for a trial that has reported nothing."""
+    if record is None:
+        return None
+    own = [entry["checkpoint_uri"] for entry in record.since_last_copy() if entry.get("checkpoint_uri")]
+    if own:
+        return own[-1], len(record.exploitations)
+    if record.exploitations:
+        return record.exploitations[-1]["checkpoint_uri"], len(record.exploitations)
+    return None
 
 
 def replay_finished_trial(context: TrialContext, trial_id: str) -> bool:
@@ -290,12 +313,14 @@ def _check_pbt_cadence(settings: SearchSettings, experiment: ExperimentConfig) -
                           f"search.perturbation_interval to a multiple of it ({interval:,} now), all in {train.unit}")
 
 
-def _pbt(space: SearchSpace, settings: SearchSettings, experiment: ExperimentConfig, ledger: Ledger):
+def _pbt(space: SearchSpace, settings: SearchSettings, experiment: ExperimentConfig, search: Location):
     from ray import tune
     from ray.tune.schedulers import PopulationBasedTraining, TrialScheduler
 
+    ledger = Ledger(search)
     train = experiment.train
     time_attr = TIME_ATTRIBUTES[train.unit]
+    interval = settings.perturbation_interval or train.eval_every
     mutations: dict[str, Any] = {}
     for dimension in space.mutable_dimensions:
         if dimension.type == "categorical":
@@ -305,8 +330,27 @@ def _pbt(space: SearchSpace, settings: SearchSettings, experiment: ExperimentCon
                                                                                              dimension.high)
 
     class RecordingPbt(PopulationBasedTraining):
-        """Tune's PBT on the search's signal over the run's clock; each exploitation lands in the ledger (from
-        which trial, at which point, what changed). Reports that only carry a checkpoint are not decisions."""
+        """Tune's PBT on the search's signal over the run's clock. The checkpoint a trial continues from is
+        handed over explicitly: each exploitation copies the better trial's checkpoint (the one reported with
+        its evaluation, by a single-worker trial or by Ray Train) to `SEARCH/handoffs/` and writes the copy,
+        the point and what changed into the ledger, which the trial reads when it starts (pbt_continuation).
+        Reports that only carry a checkpoint are not decisions."""
+
+        def on_trial_add(self, tune_controller, trial):
+            super().on_trial_add(tune_controller, trial)
+            # A resumed search: PBT's state of the trial (how far it got, its last score) from the ledger, so
+            # the synchronous schedule neither waits for trials that are past the boundary nor repeats one.
+            record = ledger.read(trial.trial_id)
+            if record is None or not record.history:
+                return
+            last = record.history[-1]
+            reached = max([int(last[time_attr])] + [int(copy[time_attr]) for copy in record.exploitations])
+            state = self._trial_state[trial]
+            state.last_train_time = reached
+            state.last_perturbation_time = reached - reached % interval
+            state.last_score = self._metric_op * float(last.get(settings.signal, math.nan))
+            state.last_result = {**last, "evaluated": 1.0}
+            self._next_perturbation_sync = max(self._next_perturbation_sync, state.last_perturbation_time + interval)
 
         def on_trial_result(self, tune_controller, trial, result):
             # A trial's last evaluation is its end: nothing is left to continue, so no copy into it.
@@ -314,24 +358,45 @@ def _pbt(space: SearchSpace, settings: SearchSettings, experiment: ExperimentCon
                 return TrialScheduler.CONTINUE
             return super().on_trial_result(tune_controller, trial, result)
 
+        def _checkpoint_or_exploit(self, trial, tune_controller, upper_quantile, lower_quantile):
+            """Tune's, but a better trial's checkpoint is the one it reported with this evaluation (a trial
+            that trains in its own TorchTrainer has no Tune checkpoint, only Ray Train's)."""
+            state = self._trial_state[trial]
+            uri = _checkpoint_uri(search, trial, state.last_result or {}) if trial in upper_quantile else None
+            state.last_checkpoint = tune.Checkpoint(path=location(uri).path, filesystem=search.filesystem) \
+                if uri else None
+            if trial in lower_quantile:
+                donor = random.choice(upper_quantile)
+                if self._trial_state[donor].last_checkpoint is not None:
+                    self._exploit(tune_controller, trial, donor)
+
         def _exploit(self, tune_controller, trial, trial_to_clone):
             before = dict(trial.config)
             copied = self._trial_state[trial_to_clone].last_result or {}
-            super()._exploit(tune_controller, trial, trial_to_clone)
             record, donor = ledger.read(trial.trial_id), ledger.read(trial_to_clone.trial_id)
+            handoff = None
+            if record is not None:
+                source = search.uri_of(self._trial_state[trial_to_clone].last_checkpoint.path)
+                handoff = search.join(HANDOFFS_FOLDER, trial.trial_id, f"{len(record.exploitations) + 1:03d}")
+                handoff.join(CHECKPOINT_FILE).write_bytes_atomic(location(source).join(CHECKPOINT_FILE).read_bytes())
+            super()._exploit(tune_controller, trial, trial_to_clone)
             if record is None:
                 return
+            # PBT copies the better trial's whole config, then perturbs the mutable dimensions.
             changed = {name: {"before": before.get(name), "copied": trial_to_clone.config.get(name),
-                              "now": trial.config.get(name)} for name in mutations}
+                              "now": trial.config.get(name)} for name in space.dimension_names
+                       if name in mutations or before.get(name) != trial.config.get(name)}
             record.exploitations.append({
                 "from_trial": trial_to_clone.trial_id, "from_number": donor.number if donor else None,
                 "step": int(copied.get("step", 0)), "images_seen": int(copied.get("images_seen", 0)),
-                settings.signal: float(copied.get(settings.signal, math.nan)), "changed": changed})
-            record.params.update({name: trial.config[name] for name in mutations if name in trial.config})
+                settings.signal: float(copied.get(settings.signal, math.nan)), "changed": changed,
+                "checkpoint_uri": handoff.uri})
+            record.params = {name: trial.config[name] for name in space.dimension_names
+                             if trial.config.get(name) is not None}
             ledger.write(record)
             _say(f"trial {record.number} continues from trial {donor.number if donor else trial_to_clone.trial_id}'s "
                  f"checkpoint at step {int(copied.get('step', 0))} ({int(copied.get('images_seen', 0)):,} images), "
-                 "with " + ", ".join(f"{name}={_short(values['now'])}" for name, values in changed.items()))
+                 "with " + ", ".join(f"{name}={_short(trial.config.get(name))}" for name in mutations))
 
     # Tune multiplies a float by 0.8 or 1.2 without looking at its range: an EMA decay of 0.999 would
     # become 1.2. Perturbed values are kept within the dimension's bounds.
@@ -343,8 +408,7 @@ def _pbt(space: SearchSpace, settings: SearchSettings, experiment: ExperimentCon
             config[name] = min(max(config[name], low), high)
         return config
 
-    return RecordingPbt(time_attr=time_attr, metric=settings.signal, mode="min",
-                        perturbation_interval=settings.perturbation_interval or train.eval_every,
+    return RecordingPbt(time_attr=time_attr, metric=settings.signal, mode="min", perturbation_interval=interval,
                         hyperparam_mutations=mutations, quantile_fraction=settings.pbt_quantile,
                         synch=settings.pbt_synchronous, custom_explore_fn=within_bounds)
 
@@ -488,12 +552,13 @@ def _progress_callback(ledger: Ledger, stops: StopLog, context: TrialContext, sa
             record = ledger.read(trial.trial_id)
             if record.finished or not result.get("evaluated", 1.0):
                 return
-            if any(entry["step"] == int(result["step"]) for entry in record.history):
+            if any(entry["step"] == int(result["step"]) for entry in record.since_last_copy()):
                 return  # a restarted trial repeating an evaluation it had already reported
             record.history.append({
                 "step": int(result["step"]), "images_seen": int(result["images_seen"]),
                 **{score: float(result.get(score, math.nan)) for score in SIGNALS},
-                "checkpoint_uri": _checkpoint_uri(search, trial, result)})
+                "checkpoint_uri": _checkpoint_uri(search, trial, result),
+                "handoffs": int(result.get("handoffs", 0))})
             ledger.write(record)
             also = f", {_signal_text(signal, result)}" if signal != "fid" else ""
             _say(f"trial {record.number}/{samples} step {result['step']}: FID {result['fid']:.1f} "
@@ -587,10 +652,10 @@ def check_search(space: SearchSpace, settings: SearchSettings, overrides: dict[s
                           "or search.scheduler: none")
     if settings.scheduler == "pbt":
         _check_pbt_cadence(settings, experiment)
-        if not runs_in_trial(experiment):
-            raise SearchError("PBT needs single-worker trials (scale.workers: 1) for now: a trial with several "
-                              "workers trains in its own TorchTrainer, which resumes from its own checkpoints, "
-                              "not from the one PBT hands it from another trial")
+        if settings.pbt_synchronous and settings.concurrent < settings.samples:
+            raise SearchError(f"synchronous PBT waits at each perturbation interval for its whole population: set "
+                              f"search.concurrent to at least search.samples ({settings.samples}), or "
+                              "search.pbt_synchronous: false")
     compute_per_step = [name for name in space.dimension_names if name in COMPUTE_PER_STEP_DIMENSIONS]
     if experiment.train.unit == "steps" and compute_per_step:
         _say(f"note: trials differ in {', '.join(compute_per_step)} but are compared at equal generator steps, so "
@@ -608,6 +673,12 @@ def check_search(space: SearchSpace, settings: SearchSettings, overrides: dict[s
         return experiment, manifest, settings.concurrent
     nodes = capacity.nodes + capacity.launchable
     concurrent = trials_at_once(one_trial, reserve, nodes, settings.concurrent)
+    if (settings.scheduler == "pbt" and settings.pbt_synchronous and not runs_in_trial(experiment)
+            and concurrent < settings.samples):
+        # Tune reserves only a multi-worker trial's driver (tune_bundles): nothing would queue the population.
+        raise SearchError(f"synchronous PBT trains its population together, but {concurrent} of its "
+                          f"{settings.samples} multi-worker trials (each {describe(add_up(one_trial))}) fit on this "
+                          "cluster; lower search.samples or scale.workers, or set search.pbt_synchronous: false")
     if concurrent < settings.concurrent:
         log.warning("running %d trial(s) at once, not %d: each needs %s and the cluster %s %s%s", concurrent,
                     settings.concurrent, describe(add_up(one_trial)), "may grow to" if capacity.can_grow else "has",
@@ -645,11 +716,6 @@ def run_search(space: SearchSpace | None, *, storage_uri: str, name: str, data_u
         space = SearchSpace.from_dict(state["space"], source=state["space_source"])
         overrides = state["overrides"]
         settings = SearchSettings(**state["settings"])
-        if settings.scheduler == "pbt":
-            # Measured: a PBT search interrupted right after a copy resumed that trial from its own checkpoint
-            # (Tune's saved state lacks the handed-over one) and left a paused trial waiting. Refused, not wrong.
-            raise SearchError(f"search {name!r} used PBT, and a PBT search cannot be resumed yet: start a new "
-                              "search (the ledger under its folder keeps what its trials reached)")
     else:
         if space is None:
             raise SearchError("a new search needs --space")
@@ -666,9 +732,10 @@ def run_search(space: SearchSpace | None, *, storage_uri: str, name: str, data_u
             "space": _space_as_dict(space), "space_source": space.source, "overrides": overrides,
             "settings": dataclasses.asdict(settings)}, indent=1).encode())
 
+    pbt = settings.scheduler == "pbt"
     context = TrialContext(space=space, overrides=overrides, search_uri=folder.uri,
                            runs_uri=folder.join(RUNS_FOLDER).uri, inception_weights=inception_weights,
-                           cluster=cluster)
+                           cluster=cluster, pbt=pbt)
     ledger, stops = Ledger(folder), StopLog(folder)
     watch = PendingWatch(trial_bundles(experiment), cluster.wait_timeout_s)
     trainable = tune.with_resources(tune.with_parameters(run_trial, context=context),
@@ -683,10 +750,13 @@ def run_search(space: SearchSpace | None, *, storage_uri: str, name: str, data_u
             trainable,
             # PBT's population comes as points, and Tune wants each point's keys in the param space: None
             # stands for "not sampled" (a dimension switched off by `when`), as run_trial reads it.
-            param_space={name: None for name in space.dimension_names} if settings.scheduler == "pbt" else None,
-            tune_config=tune.TuneConfig(num_samples=settings.samples, search_alg=_searcher(space, settings, manifest),
-                                        scheduler=_scheduler(settings, experiment, stops, space, ledger),
-                                        max_concurrent_trials=concurrent_trials, trial_dirname_creator=_trial_dirname),
+            param_space={name: None for name in space.dimension_names} if pbt else None,
+            tune_config=tune.TuneConfig(num_samples=settings.samples,
+                                        search_alg=_searcher(space, settings, manifest, concurrent_trials),
+                                        scheduler=_scheduler(settings, experiment, stops, space, folder),
+                                        # (PBT's generator limits them itself.)
+                                        max_concurrent_trials=None if pbt else concurrent_trials,
+                                        trial_dirname_creator=_trial_dirname),
             run_config=tune.RunConfig(
                 name=name, storage_path=storage.path, storage_filesystem=storage.filesystem,
                 stop=_stopper(settings, stops, watch),
@@ -721,7 +791,7 @@ def _trial_dirname(trial) -> str:
     return f"trial_{trial.trial_id}"
 
 
-def _searcher(space: SearchSpace, settings: SearchSettings, manifest: dict[str, Any]):
+def _searcher(space: SearchSpace, settings: SearchSettings, manifest: dict[str, Any], concurrent: int):
     import optuna
     from ray.tune.search import BasicVariantGenerator
     from ray.tune.search.optuna import OptunaSearch
@@ -730,7 +800,12 @@ def _searcher(space: SearchSpace, settings: SearchSettings, manifest: dict[str, 
     if settings.scheduler == "pbt":
         # Tune's PBT takes no search algorithm: the population is drawn up front (first_trials, then seeded
         # random draws from the same define-by-run sampler), and PBT's exploits and perturbations do the rest.
-        return BasicVariantGenerator(points_to_evaluate=initial_population(space, settings, facts))
+        # A synchronous PBT pauses each trial at the interval until the whole population reached it, and a
+        # concurrency limit counts paused trials as running: with fewer slots than trials it would wait forever.
+        # So the limit (the generator's own: Tune ignores max_concurrent_trials with a generator) is for the
+        # asynchronous schedule only; check_search made sure a synchronous population fits.
+        return BasicVariantGenerator(points_to_evaluate=initial_population(space, settings, facts),
+                                     max_concurrent=0 if settings.pbt_synchronous else concurrent)
     return OptunaSearch(
         space=define_by_run(space, facts), metric=f"best_{settings.signal}", mode="min",
         points_to_evaluate=[_optuna_point(space, point) for point in settings.first_trials] or None,
@@ -750,9 +825,9 @@ def initial_population(space: SearchSpace, settings: SearchSettings, facts: dict
 
 
 def _scheduler(settings: SearchSettings, experiment: ExperimentConfig, stops: StopLog, space: SearchSpace,
-               ledger: Ledger):
+               search: Location):
     if settings.scheduler == "pbt":
-        return _pbt(space, settings, experiment, ledger)
+        return _pbt(space, settings, experiment, search)
     if settings.scheduler != "asha":
         return None
     train = experiment.train

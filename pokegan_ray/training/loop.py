@@ -33,7 +33,7 @@ from pokegan_ray.metrics.evaluation import SIGNALS
 from pokegan_ray.models import GeneratorEma, build_networks
 from pokegan_ray.storage import location
 from pokegan_ray.training import artifacts
-from pokegan_ray.training.checkpoint import FORMAT_VERSION, load_checkpoint, read_generator_weights, \
+from pokegan_ray.training.checkpoint import FILE_NAME, FORMAT_VERSION, load_checkpoint, read_generator_weights, \
     restore_rng_state, rng_state
 from pokegan_ray.training.config import ExperimentConfig
 from pokegan_ray.training.evaluation import Evaluator
@@ -54,6 +54,13 @@ class RunContext:
     # A new run may start G (and its EMA) from an earlier EMA generator (`pokegan retrain --warm-start`):
     # a checkpoint or a registry model file. D and both optimisers start fresh.
     warm_start_uri: str | None = None
+    # A PBT trial: the checkpoint its search's ledger says it continues from (a copy of another trial's, after
+    # an exploitation; else its own latest), and how many copies of other trials' checkpoints the run has
+    # taken. Checkpoints carry that count (`lineage`): the run's latest checkpoint is used only when written
+    # after the latest copy. Tune's own pointer may be stale: an interrupted search restores a trial that
+    # had just been handed a copy with its own older checkpoint, or with none.
+    continue_from_uri: str | None = None
+    handoffs: int = 0
     # A worker whose data shard has not arrived after this long gives up (the cluster's wait timeout).
     data_wait_timeout_s: float = DEFAULT_WAIT_TIMEOUT_S
 
@@ -157,16 +164,21 @@ def build_gan(experiment: ExperimentConfig, device: torch.device) -> Gan:
 
 
 def restore(gan: Gan, session: Session, run: RunContext, experiment: ExperimentConfig) -> "Progress":
-    """Continue from the session's latest checkpoint, else start fresh (or warm, from an earlier generator)."""
+    """Continue from the session's latest checkpoint, else start fresh (or warm, from an earlier generator).
+    A PBT trial continues from the checkpoint its search names unless its latest was written after the
+    latest copy of another trial's checkpoint it took."""
     latest = session.latest_checkpoint()
-    if latest is None:
+    state = load_checkpoint(*latest, map_location=gan.device) if latest else None
+    if run.continue_from_uri and (state is None or not continues_lineage(state, run)):
+        latest = location(run.continue_from_uri).join(FILE_NAME).read_bytes(), f"checkpoint {run.continue_from_uri}"
+        state = load_checkpoint(*latest, map_location=gan.device)
+    if state is None:
         if run.warm_start_uri:  # only a fresh start: a restart after a failure continues from its own checkpoint
             weights = read_generator_weights(run.warm_start_uri, map_location=gan.device)
             gan.generator.load_state_dict(weights)
             gan.ema.module.load_state_dict(weights)
         return Progress()
-    data, source = latest
-    state = load_checkpoint(data, source, map_location=gan.device)
+    source = latest[1]
     gan.generator.load_state_dict(state["generator"])
     gan.discriminator.load_state_dict(state["discriminator"])
     gan.ema.module.load_state_dict(state["generator_ema"])
@@ -186,6 +198,13 @@ def restore(gan: Gan, session: Session, run: RunContext, experiment: ExperimentC
         sys.stdout.write(f"[pokegan] continuing from the checkpoint at step {progress.step} ({source})\n")
         sys.stdout.flush()
     return progress
+
+
+def continues_lineage(state: dict[str, Any], run: RunContext) -> bool:
+    """Whether a checkpoint was written by this run after the latest copy of another trial's checkpoint it
+    took (not before it, and not by the trial it was copied from)."""
+    lineage = state.get("lineage") or {}
+    return lineage.get("run_uri") == run.run_uri and lineage.get("handoffs", 0) == run.handoffs
 
 
 def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
@@ -258,6 +277,8 @@ def report(gan: Gan, experiment: ExperimentConfig, run: RunContext, progress: "P
         "resumed_from_step": float(progress.resumed_from_step),
         # The generator's checksum as loaded from that checkpoint (0: a fresh start): PBT's copies are checkable.
         "resumed_generator_checksum": progress.resumed_checksum,
+        # How many PBT copies of other trials' checkpoints this run had taken when it reported this.
+        "handoffs": float(run.handoffs),
         # Wall-clock time (Unix seconds) this process finished its first step: start-up cost, seen from outside.
         "first_step_at": progress.first_step_at,
         **losses,
@@ -321,6 +342,7 @@ def checkpoint_state(gan: Gan, experiment: ExperimentConfig, run: RunContext, pr
         # Each rank's loss state: its D-step count (lazy R1) and adaptive augmentation probability.
         "loss_states": [state["loss"] for state in rank_states],
         "history": progress.history,
+        "lineage": {"run_uri": run.run_uri, "handoffs": run.handoffs},
     }
 
 

@@ -126,7 +126,8 @@ class PreparedRun:
 
 
 def prepare_run(raw_config: dict[str, Any], *, storage: Location, name: str | None, resume: bool,
-                inception_weights: str | None, warm_start_uri: str | None, cluster: ClusterOptions) -> PreparedRun:
+                inception_weights: str | None, warm_start_uri: str | None, cluster: ClusterOptions,
+                continue_from: tuple[str, int] | None = None) -> PreparedRun:
     """Resolve the config (a resumed run's saved one under the new overrides) and set up `STORAGE/NAME/`."""
     if resume:
         if not name:
@@ -145,6 +146,8 @@ def prepare_run(raw_config: dict[str, Any], *, storage: Location, name: str | No
     context = RunContext(run_uri=run_folder.uri, classes=list(manifest["classes"]),
                          dataset_hash=manifest["content_hash"], class_frequencies=class_frequencies(manifest),
                          inception_weights=inception_weights, warm_start_uri=warm_start_uri,
+                         continue_from_uri=continue_from[0] if continue_from else None,
+                         handoffs=continue_from[1] if continue_from else 0,
                          data_wait_timeout_s=cluster.wait_timeout_s)
     return PreparedRun(name=name, folder=run_folder, experiment=experiment, context=context)
 
@@ -156,13 +159,16 @@ def write_run_config(run: PreparedRun) -> None:
 
 def train(raw_config: dict[str, Any], *, storage_uri: str, name: str | None = None, resume: bool = False,
           inception_weights: str | None = None, callbacks: list | None = None,
-          warm_start_uri: str | None = None, cluster: ClusterOptions = ClusterOptions()) -> TrainOutcome:
+          warm_start_uri: str | None = None, cluster: ClusterOptions = ClusterOptions(),
+          continue_from: tuple[str, int] | None = None) -> TrainOutcome:
     """Run (or resume) one training run; returns what happened. Raises TrainError before training
     when anything is wrong with the config, data, cluster or storage.
 
     `warm_start_uri` (a checkpoint or registry model file) starts G and its EMA from that file's
-    EMA generator instead of random weights; D and the optimisers start fresh. On a cluster that
-    may grow, waits (up to `cluster.wait_timeout_s`) for the nodes the workers need."""
+    EMA generator instead of random weights; D and the optimisers start fresh. `continue_from` (a PBT trial's
+    (checkpoint, copies of other trials' checkpoints taken); see RunContext) continues from that
+    checkpoint unless the run has written one since its latest copy. On a cluster that may grow, waits (up to
+    `cluster.wait_timeout_s`) for the nodes the workers need."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig
     from ray.train.torch import TorchTrainer
 
@@ -174,7 +180,7 @@ def train(raw_config: dict[str, Any], *, storage_uri: str, name: str | None = No
     except StorageError as error:
         raise TrainError(f"the storage {storage_uri} cannot be written: {error}") from None
     run = prepare_run(raw_config, storage=storage, name=name, resume=resume, inception_weights=inception_weights,
-                      warm_start_uri=warm_start_uri, cluster=cluster)
+                      warm_start_uri=warm_start_uri, cluster=cluster, continue_from=continue_from)
     experiment, scale = run.experiment, run.experiment.scale
     check_cluster(experiment, storage.uri, cluster, f"run {run.name} ({scale.workers} Train worker(s))")
     write_run_config(run)
