@@ -11,15 +11,27 @@ the discriminators of all trials together (a stopped or failed trial counts what
 
 Last line: `search_saving: compute_ratio=<with/without> best_fid_with=<x> best_fid_without=<y>`
 (target: compute_ratio <= 0.33 with best_fid_with within 5 % of best_fid_without).
+
+With `--replay FILE` (a `rung_fidelity.json`: curves recorded without early stopping, each trial's
+final FID at a large N) it trains nothing: the curves go through the search's own ASHA scheduler
+(`pokegan_ray.search.replay`) in `--seeds` random trial orders, `--concurrent` at a time, and it
+prints the spread over the orders. Last line: `search_saving: replay compute_ratio=<median>
+best_fid_gap=<median %> within_5pct=<share of orders> orders=<seeds> trials=<n>`.
+
+    python benchmarks/search_saving.py --replay STORAGE/rung_fidelity.json [--seeds 200]
+                                       [--reduction-factor 3] [--grace IMAGES] [--signal fid] [--concurrent 1]
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import tempfile
 import time
+
+import numpy as np
 
 from pokegan_ray.cli import ensure_default_data, init_ray
 from pokegan_ray.search.runner import run_search
@@ -41,6 +53,29 @@ def one_search(space: SearchSpace, scheduler: str, args, storage: str):
     return images, best
 
 
+def replay(args) -> None:
+    from pokegan_ray.search.replay import replay_asha
+
+    with open(args.replay, encoding="utf-8") as handle:
+        recorded = json.load(handle)
+    curves = recorded["trials"]
+    grace = args.grace or int(curves[0]["rungs"][0]["images_seen"])
+    rng = np.random.default_rng(0)
+    outcomes = [replay_asha(curves, signal=args.signal, grace=grace, reduction_factor=args.reduction_factor,
+                            order=rng.permutation(len(curves)).tolist(), concurrent=args.concurrent)
+                for _ in range(args.seeds)]
+    ratios = np.array([outcome.compute_ratio for outcome in outcomes])
+    gaps = np.array([outcome.fid_gap for outcome in outcomes]) * 100
+    print(f"{args.replay}: {len(curves)} trials of {recorded.get('space')}, ASHA on {args.signal}, grace "
+          f"{grace:,} images, reduction factor {args.reduction_factor:g}, {args.concurrent} at a time, "
+          f"{args.seeds} random orders")
+    print(f"compute ratio  min {ratios.min():.2f}  median {np.median(ratios):.2f}  max {ratios.max():.2f}")
+    print(f"best FID gap   min {gaps.min():.1f} %  median {np.median(gaps):.1f} %  max {gaps.max():.1f} %  "
+          f"(best final FID of all: {outcomes[0].best_final_without:.2f})")
+    print(f"search_saving: replay compute_ratio={np.median(ratios):.2f} best_fid_gap={np.median(gaps):.1f}% "
+          f"within_5pct={np.mean(gaps <= 5):.2f} orders={args.seeds} trials={len(curves)}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--space", default="search_spaces/quick.yaml")
@@ -48,7 +83,23 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=0, help="generator steps per trial (default: the space's)")
     parser.add_argument("--data", default=None, help="prepared set (default: the bundled one, prepared if absent)")
     parser.add_argument("--storage", default=None, help="where both searches go (default: a temporary folder)")
+    parser.add_argument("--replay", default=None, help="a rung_fidelity.json to replay instead of searching")
+    parser.add_argument("--seeds", type=int, default=200, help="--replay: random trial orders (default: 200)")
+    parser.add_argument("--reduction-factor", type=float, default=3.0, help="--replay: ASHA's (default: 3)")
+    parser.add_argument("--grace", type=int, default=0, help="--replay: the first rung in images "
+                                                             "(default: the curves' first)")
+    parser.add_argument("--signal", default="fid", help="--replay: the rung signal (default: fid)")
+    parser.add_argument("--concurrent", type=int, default=1, help="--replay: trials at once (default: 1)")
     args = parser.parse_args()
+    if args.replay:
+        if not os.path.isfile(args.replay):
+            parser.error(f"--replay {args.replay}: no such file (benchmarks/rung_fidelity.py writes "
+                         "STORAGE/rung_fidelity.json)")
+        try:
+            replay(args)
+        except (ValueError, KeyError) as error:
+            parser.error(f"--replay {args.replay}: {error}")
+        return
 
     space = SearchSpace.load(args.space)
     init_ray()

@@ -374,3 +374,23 @@ def test_cli_tune_rejects_bad_input_with_one_line(tmp_path, capsys):
     assert "--resume needs the search's --name" in capsys.readouterr().err
     assert cli.main(["tune", "--space", str(SPACES / "quick.yaml"), "--samples", "0"]) == 2
     assert "--samples must be at least 1" in capsys.readouterr().err
+
+
+def test_replaying_recorded_curves_stops_what_the_searchs_asha_would_and_counts_the_compute():
+    """Nine recorded curves through the search's own ASHA (reduction factor 3): arriving best first, each
+    later trial is worse at the first rung than all before it and is cut there; arriving worst first, each
+    is the best so far and goes on. The trial that would have ended best is the one cut last."""
+    from pokegan_ray.search.replay import replay_asha
+
+    curves = [{"rungs": [{"step": rung, "images_seen": RUNG_IMAGES * rung, "fid": 100.0 + index + rung}
+                         for rung in (1, 2, 3)],
+               "final_fid": 200.0 - 10 * index} for index in range(9)]
+    best_first = replay_asha(curves, signal="fid", grace=RUNG_IMAGES, reduction_factor=3)
+    assert best_first.stopped == tuple(range(1, 9))
+    assert best_first.images_with == 3 * RUNG_IMAGES + 8 * RUNG_IMAGES  # one whole trial, eight first rungs
+    assert best_first.compute_ratio == pytest.approx(11 / 27)
+    assert (best_first.best_final_with, best_first.best_final_without) == (200.0, 120.0)
+    worst_first = replay_asha(curves, signal="fid", grace=RUNG_IMAGES, reduction_factor=3, order=range(8, -1, -1))
+    assert worst_first.stopped == () and worst_first.compute_ratio == 1.0 and worst_first.fid_gap == 0.0
+    with pytest.raises(ValueError, match="rungs lack 'kid'"):
+        replay_asha(curves, signal="kid", grace=RUNG_IMAGES, reduction_factor=3)
