@@ -13,6 +13,7 @@ The clock is real images seen: a trial that has seen more images reports later, 
 from __future__ import annotations
 
 import heapq
+import itertools
 import math
 import tempfile
 import types
@@ -74,7 +75,7 @@ def replay_asha(curves: Sequence[dict[str, Any]], *, signal: str, grace: int, re
     with tempfile.TemporaryDirectory() as folder:
         scheduler = _asha(StopLog(location(folder)), "images", max(ends), grace, reduction_factor, signal)
         events: list[tuple[int, int, int, int]] = []  # (clock, arrival, trial, rung)
-        arrivals = iter(range(10**9))
+        arrivals = itertools.count()  # ties on the clock: first scheduled, first reported
 
         def start(trial_index: int, clock: int) -> None:
             scheduler.on_trial_add(None, types.SimpleNamespace(trial_id=str(trial_index)))
