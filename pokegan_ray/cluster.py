@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import socket
 import time
+import uuid
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -169,7 +170,8 @@ def wait_for_capacity(bundles: list[Bundle], what: str, options: ClusterOptions,
                            f"ever hold: its autoscaler may grow it to {describe(capacity.ceiling())} "
                            f"({_node_types_text(capacity.node_types)}). Ask for less, or raise max_workers in the "
                            "cluster config")
-    _ask_autoscaler(bundles)
+    requester_id = f"pokegan-{uuid.uuid4().hex[:12]}"
+    _ask_autoscaler(requester_id, bundles)
     timeout = options.wait_timeout_s
     source = ("asked the autoscaler for nodes" if capacity.has_autoscaler
               else "no autoscaler reports to this cluster: start nodes that can hold it")
@@ -197,16 +199,21 @@ def wait_for_capacity(bundles: list[Bundle], what: str, options: ClusterOptions,
             if time.monotonic() - last_said >= REMIND_INTERVAL_S:
                 last_said = time.monotonic()
                 # Again: a request the autoscaler never got (a failed call, a restarted head) must not
-                # leave the job waiting out its whole timeout. The same request twice changes nothing.
-                _ask_autoscaler(bundles)
+                # leave the job waiting out its whole timeout; it also keeps the request from expiring
+                # (ray_compat.AUTOSCALER_REQUEST_EXPIRY_S). The same request twice changes nothing.
+                _ask_autoscaler(requester_id, bundles)
                 say(f"{what} still waits ({duration_text(waited)} of {duration_text(timeout)}): the cluster has "
                     f"{describe(capacity.total())} on {len(capacity.nodes)} node(s)")
     finally:
-        _ask_autoscaler([])
+        _ask_autoscaler(requester_id, [])
 
 
 def _same_request(bundles: list[Bundle], constraints: list[list[tuple[Bundle, int]]]) -> bool:
-    """Whether one of the autoscaler's infeasible constraints is this request (same bundles, same counts)."""
+    """Whether one of the autoscaler's infeasible constraints is this request (same bundles, same counts).
+
+    While Ray Data asks for nodes too, the constraint is both requests merged; its being infeasible
+    says nothing certain about this one, so the job waits (and times out) as it would for any node.
+    """
     wanted: dict[tuple, int] = {}
     for bundle in bundles:
         shape = tuple(sorted((key, value) for key, value in bundle.items() if value))
@@ -221,18 +228,17 @@ def _same_request(bundles: list[Bundle], constraints: list[list[tuple[Bundle, in
     return False
 
 
-def _ask_autoscaler(bundles: list[Bundle]) -> None:
+def _ask_autoscaler(requester_id: str, bundles: list[Bundle]) -> None:
     """Ask the autoscaler to make room for `bundles` (an empty list withdraws the request).
 
-    `ray.autoscaler.sdk.request_resources` is Ray's documented way to scale ahead of demand; on a
-    cluster without an autoscaler nobody reads the request, which is harmless.
+    Goes through the coordinator Ray Data and Ray Train share (`ray_compat.request_cluster_resources`),
+    so their requests and this one add up instead of overwriting each other. On a cluster without an
+    autoscaler nobody reads the request, which is harmless.
     """
-    from ray.autoscaler.sdk import request_resources
-
     try:
-        request_resources(bundles=[dict(bundle) for bundle in bundles])
+        ray_compat.request_cluster_resources(requester_id, bundles)
     except Exception as error:  # a hint, never a reason to fail the job; asked again within a minute
-        log.warning("could not pass a request to the autoscaler (request_resources: %s)", error)
+        log.warning("could not pass a request to the autoscaler (%s: %s)", type(error).__name__, error)
 
 
 def require_shared_storage(places: dict[str, str], options: ClusterOptions, capacity: Capacity | None = None) -> None:

@@ -77,6 +77,42 @@ def autoscaler_report() -> AutoscalerReport:
     return AutoscalerReport(reporting=state.autoscaler_state_version > 0, infeasible_constraints=infeasible)
 
 
+# How long a request through Ray's autoscaling coordinator lives unless asked again (Ray Train uses 180 s);
+# a driver that dies while it waits leaves nothing behind for longer than this.
+AUTOSCALER_REQUEST_EXPIRY_S = 180.0
+AUTOSCALER_REQUEST_TIMEOUT_S = 5.0
+
+
+def request_cluster_resources(requester_id: str, bundles: list[dict[str, float]]) -> None:
+    """Ask the autoscaler to make room for `bundles` on behalf of `requester_id`; [] withdraws the request.
+
+    The GCS keeps one resource constraint per cluster, and Ray Data and Ray Train (2.60) send theirs
+    through one detached actor, `AutoscalingCoordinator`, which merges every requester's bundles and
+    sends the merged list again every 20 s. A plain `ray.autoscaler.sdk.request_resources` from here
+    would be overwritten by that actor's next tick (with [] once its own requests expired), so the
+    request goes through the same actor. Falls back to the plain call where the actor is gone. Raises
+    what the call raised.
+    """
+    import ray
+
+    try:
+        from ray.data._internal.cluster_autoscaler.default_autoscaling_coordinator import (
+            get_or_create_autoscaling_coordinator,
+        )
+    except ImportError:
+        from ray.autoscaler.sdk import request_resources
+
+        request_resources(bundles=[dict(bundle) for bundle in bundles])
+        return
+    coordinator = get_or_create_autoscaling_coordinator()
+    if bundles:
+        call = coordinator.request_resources.remote(requester_id=requester_id, resources=[dict(b) for b in bundles],
+                                                    expire_after_s=AUTOSCALER_REQUEST_EXPIRY_S)
+    else:
+        call = coordinator.cancel_request.remote(requester_id)
+    ray.get(call, timeout=AUTOSCALER_REQUEST_TIMEOUT_S)
+
+
 def quiet_train_loggers() -> None:
     """Ray Train (and Tune, in a trial process) log every report and checkpoint in full at INFO; the
     progress line says what matters. Its report logger is named after its module's file path, so

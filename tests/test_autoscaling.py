@@ -5,6 +5,8 @@ worker nodes on this machine through its fake node provider. The head offers 0 C
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 
 import pytest
@@ -79,6 +81,43 @@ def test_a_job_larger_than_any_node_the_autoscaler_may_launch_fails_at_once(clus
     # "At once": well before the 15-minute wait for nodes that would otherwise apply.
     assert time.monotonic() - started < 120
 
+
+
+# Run as a driver on the cluster: Ray Data's coordinator asks for 32 CPUs while pokegan waits for 64, then
+# withdraws; the GCS's constraint (what the autoscaler scales for) is printed after each step.
+COORDINATED_REQUESTS = """
+import json, ray
+from ray._raylet import GcsClient
+from ray.autoscaler.v2.sdk import get_cluster_resource_state
+from ray.data._internal.cluster_autoscaler.default_autoscaling_coordinator import get_or_create_autoscaling_coordinator
+from pokegan_ray import ray_compat
+
+ray.init()
+def constraint():
+    state = get_cluster_resource_state(GcsClient(address=ray.get_runtime_context().gcs_address))
+    return [dict(by_count.request.resources_bundle) for constraint in state.cluster_resource_constraints
+            for by_count in constraint.resource_requests for _ in range(by_count.count)]
+ray_data, seen = get_or_create_autoscaling_coordinator(), []
+ray_compat.request_cluster_resources("pokegan-job", [{"CPU": 64.0}])
+ray.get(ray_data.request_resources.remote(requester_id="ray-data", resources=[{"CPU": 32.0}], expire_after_s=60))
+seen.append(constraint())
+ray.get(ray_data.cancel_request.remote("ray-data"))
+seen.append(constraint())
+ray_compat.request_cluster_resources("pokegan-job", [])
+seen.append(constraint())
+print("SEEN", json.dumps(seen))
+"""
+
+
+def test_a_waiting_jobs_request_to_the_autoscaler_survives_ray_datas_own_requests(driver_env):
+    # Ray Data and Ray Train send their requests through one coordinator actor that sends its merged list
+    # again every 20 s. A plain request_resources from pokegan was overwritten by it, so a job that could
+    # never fit saw the autoscaler's "infeasible" vanish and waited out its whole timeout (a CI run did).
+    result = subprocess.run([sys.executable, "-c", COORDINATED_REQUESTS], env=driver_env, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    seen = json.loads(result.stdout.split("SEEN", 1)[1])
+    assert seen == [[{"CPU": 64.0}, {"CPU": 32.0}], [{"CPU": 64.0}], []]
 
 def _wait_until_idle_nodes_are_given_back(cluster: AutoscalingCluster, timeout: float = 120) -> None:
     """The node that prepared the data goes away once idle (idle_timeout_minutes), so the run starts on 0 CPUs."""
