@@ -170,8 +170,9 @@ def main() -> None:
     for name, rhos in table.items():
         print(f"{name:<22}" + "".join(f"{rho:>10.3f}" for rho in rhos))
     with open(os.path.join(storage, "rung_fidelity.json"), "w", encoding="utf-8") as handle:
-        json.dump({"space": args.space, "unit": unit, "rung": rung, "trials": scored, "spearman": table}, handle,
-                  indent=1)
+        length = args.images or space.base["train"][unit]
+        json.dump({"space": args.space, "unit": unit, "rung": rung, "length": length, "trials": scored,
+                   "spearman": table}, handle, indent=1)
     best = max(table, key=lambda name: table[name][0] if math.isfinite(table[name][0]) else -math.inf)
     print(f"rung_fidelity: signal={best} spearman_first_rung={table[best][0]:.3f}")
 

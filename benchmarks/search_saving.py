@@ -20,6 +20,13 @@ best_fid_gap=<median %> within_5pct=<share of orders> orders=<seeds> trials=<n>`
 
     python benchmarks/search_saving.py --replay STORAGE/rung_fidelity.json [--seeds 200]
                                        [--reduction-factor 3] [--grace IMAGES] [--signal fid] [--concurrent 1]
+
+With `--check-replay FILE` it runs one real ASHA search, one trial at a time, over the same
+configurations the file recorded (the same seeded random draws, lengths and rungs; `--grace`
+defaults to the recorded rung spacing, as a search's does) and replays the curves in the order the
+search ran them: both should stop the same trials and keep the same compute. Last line:
+`search_saving: check real_compute_ratio=<x> replay_compute_ratio=<y> same_stops=<bool>
+real_best_fid_gap=<%> replay_best_fid_gap=<%> max_rung_fid_difference=<|real - recorded|>`.
 """
 
 from __future__ import annotations
@@ -76,6 +83,55 @@ def replay(args) -> None:
           f"within_5pct={np.mean(gaps <= 5):.2f} orders={args.seeds} trials={len(curves)}")
 
 
+def check_replay(args) -> None:
+    """A real ASHA search over the recorded configurations, against the replay of the order it ran them in."""
+    from pokegan_ray.search.replay import replay_asha
+
+    with open(args.check_replay, encoding="utf-8") as handle:
+        recorded = json.load(handle)
+    curves = recorded["trials"]
+    rung = int(recorded["rung"])
+    length = int(recorded.get("length") or curves[0]["rungs"][-1]["images_seen"])
+    grace = args.grace or rung
+    space = SearchSpace.load(recorded["space"])
+    # What rung_fidelity.py ran (seeded random draws, no TPE), with ASHA on and one trial at a time.
+    settings = dataclasses.replace(space.settings, scheduler="asha", samples=len(curves), concurrent=1,
+                                   first_trials=(), startup_trials=len(curves), plateau_evaluations=0, grace=grace,
+                                   reduction_factor=args.reduction_factor, signal=args.signal)
+    train = {"images": length, "eval_every": rung, "checkpoint_every": rung, "sample_every": length,
+             "keep_checkpoints": length // rung + 2}
+    init_ray()
+    if not args.data:
+        ensure_default_data({})
+    storage = args.storage or tempfile.mkdtemp(prefix="search-saving-check-")
+    started = time.perf_counter()
+    outcome = run_search(dataclasses.replace(space, settings=settings), storage_uri=storage, name="check",
+                         data_uri=args.data, overrides={"train": train})
+    seconds = time.perf_counter() - started
+    by_params = {json.dumps(trial["params"], sort_keys=True): index for index, trial in enumerate(curves)}
+    records = sorted(outcome.records, key=lambda record: record.number)
+    order = [by_params.get(json.dumps(record.params, sort_keys=True)) for record in records]
+    if None in order or sorted(order) != list(range(len(curves))):
+        raise SystemExit("the search drew other configurations than the recorded ones (another space, seed or "
+                         "Ray/Optuna version?): nothing to compare")
+    difference = max(abs(float(entry["fid"]) - float(curves[index]["rungs"][rung_index]["fid"]))
+                     for record, index in zip(records, order)
+                     for rung_index, entry in enumerate(record.history))
+    real_stopped = tuple(sorted(index for record, index in zip(records, order) if record.status == "stopped"))
+    real_images = sum(record.images_seen for record in records)
+    full_images = sum(int(trial["rungs"][-1]["images_seen"]) for trial in curves)
+    best_all = min(float(trial["final_fid"]) for trial in curves)
+    real_best = min(float(curves[index]["final_fid"]) for index in order if index not in real_stopped)
+    replayed = replay_asha(curves, signal=args.signal, grace=grace, reduction_factor=args.reduction_factor,
+                           order=order, concurrent=1)
+    print(f"real search: {len(records)} trials in {seconds / 60:.1f} min, stopped {list(real_stopped)}, "
+          f"{real_images:,} of {full_images:,} images; replay of the same order: stopped {list(replayed.stopped)}")
+    print(f"search_saving: check real_compute_ratio={real_images / full_images:.2f} "
+          f"replay_compute_ratio={replayed.compute_ratio:.2f} same_stops={real_stopped == replayed.stopped} "
+          f"real_best_fid_gap={(real_best / best_all - 1) * 100:.1f}% "
+          f"replay_best_fid_gap={replayed.fid_gap * 100:.1f}% max_rung_fid_difference={difference:.3g}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--space", default="search_spaces/quick.yaml")
@@ -90,7 +146,15 @@ def main() -> None:
                                                              "(default: the curves' first)")
     parser.add_argument("--signal", default="fid", help="--replay: the rung signal (default: fid)")
     parser.add_argument("--concurrent", type=int, default=1, help="--replay: trials at once (default: 1)")
+    parser.add_argument("--check-replay", default=None, help="a rung_fidelity.json: run one real ASHA search over "
+                        "its configurations and compare it with the replay of the same order")
     args = parser.parse_args()
+    if args.check_replay:
+        if not os.path.isfile(args.check_replay):
+            parser.error(f"--check-replay {args.check_replay}: no such file (benchmarks/rung_fidelity.py writes "
+                         "STORAGE/rung_fidelity.json)")
+        check_replay(args)
+        return
     if args.replay:
         if not os.path.isfile(args.replay):
             parser.error(f"--replay {args.replay}: no such file (benchmarks/rung_fidelity.py writes "
