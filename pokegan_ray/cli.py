@@ -115,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--images", type=int, default=None,
                           help="generated images N (default: as many as the set has originals); FIDs at "
                                "different N are not comparable")
-    evaluate.add_argument("--device", default="cuda" if _has_cuda() else "cpu", help="cpu or cuda")
+    evaluate.add_argument("--device", type=_device, default="cuda" if _has_cuda() else "cpu", help="cpu or cuda")
     evaluate.set_defaults(handler=run_evaluate)
 
     retrain = commands.add_parser(
@@ -142,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="wait up to this long for another retrain's lock (default: 0, fail at once)")
     retrain.add_argument("--lock-ttl-hours", type=float, default=12.0, dest="lock_ttl_hours",
                          help="a lock older than this is taken to be a crashed run's and broken (default: 12)")
-    retrain.add_argument("--device", default="cuda" if _has_cuda() else "cpu",
+    retrain.add_argument("--device", type=_device, default="cuda" if _has_cuda() else "cpu",
                          help="where this process scores the two generators: cpu or cuda")
     _add_cluster_arguments(retrain)
     retrain.set_defaults(handler=run_retrain)
@@ -164,7 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--seed", type=int, default=0, help="seed of the latents (default: 0)")
     generate.add_argument("--out", default="generated", help="the output folder, local or s3:// (default: generated)")
     generate.add_argument("--interpolate", action="store_true", help="also write interpolation.gif")
-    generate.add_argument("--device", default="cuda" if _has_cuda() else "cpu", help="cpu or cuda")
+    generate.add_argument("--device", type=_device, default="cuda" if _has_cuda() else "cpu", help="cpu or cuda")
     generate.set_defaults(handler=run_generate)
     return parser
 
@@ -194,12 +194,32 @@ def _has_cuda() -> bool:
     return os.path.exists("/dev/nvidia0")
 
 
+def _device(text: str) -> str:
+    """`--device`: cpu, cuda or cuda:N, and a GPU only where torch sees one (checked before anything loads)."""
+    import torch
+
+    try:
+        device = torch.device(text)
+    except RuntimeError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a device: use cpu, cuda or cuda:N") from None
+    if device.type not in ("cpu", "cuda"):
+        raise argparse.ArgumentTypeError(f"{text!r}: pokegan runs on cpu or cuda (cuda:N for one GPU)")
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if not count:
+            raise argparse.ArgumentTypeError(f"{text!r}: torch sees no CUDA GPU on this machine; use --device cpu")
+        if device.index is not None and device.index >= count:
+            raise argparse.ArgumentTypeError(f"{text!r}: this machine has {count} GPU(s), cuda:0 to cuda:{count - 1}")
+    return text
+
+
 def run_prepare(args: argparse.Namespace) -> int:
-    from pokegan_ray.data.prepare import PrepareError, PrepareOptions, prepare
+    from pokegan_ray.data.prepare import PrepareError, PrepareOptions, plan_prepare, prepare
 
     try:
         options = PrepareOptions(resolutions=args.resolutions, augment=args.augment, seed=args.seed,
                                  min_side_px=args.min_size, limit=args.limit)
+        plan = plan_prepare(args.source, args.dest, options)  # a wrong --source or --dest fails before Ray
     except PrepareError as error:
         raise UsageError(str(error)) from None
     cluster = init_ray(args)
@@ -207,7 +227,7 @@ def run_prepare(args: argparse.Namespace) -> int:
     _require_shared_storage({"--source": "" if args.source == "bundled" else args.source, "--dest": args.dest},
                             cluster)
     try:
-        manifest = prepare(args.source, args.dest, options, cluster)
+        manifest = prepare(args.source, args.dest, options, cluster, plan=plan)
     except PrepareError as error:
         raise UsageError(str(error)) from None
     print(f"prepared {manifest['kept']} images -> {manifest['rows']} rows at {args.dest} "
@@ -218,7 +238,7 @@ def run_prepare(args: argparse.Namespace) -> int:
 def run_train(args: argparse.Namespace) -> int:
     from pokegan_ray.metrics import weights_path_from_environment
     from pokegan_ray.training.config import load_raw_config, merge_sections
-    from pokegan_ray.training.trainer import TrainError, train
+    from pokegan_ray.training.trainer import TrainError, check_before_ray, train
 
     try:
         raw = load_raw_config(args.config, args.assignments)
@@ -231,7 +251,12 @@ def run_train(args: argparse.Namespace) -> int:
         overrides["scale"] = {"workers": args.workers}
     if args.gpu:
         overrides.setdefault("scale", {})["use_gpu"] = True
-    raw = merge_sections(raw, overrides)
+    try:
+        raw = merge_sections(raw, overrides)
+        check_before_ray(raw, storage_uri=args.storage, name=args.name, resume=args.resume,
+                         data_prepared_later=not args.resume and _default_data_unprepared(raw))
+    except (ValueError, TrainError) as error:
+        raise UsageError(str(error)) from None
     cluster = init_ray(args)
     _require_shared_storage({"--data": raw.get("data", {}).get("uri", DEFAULT_DATA), "--storage": args.storage},
                             cluster)
@@ -257,7 +282,7 @@ def run_tune(args: argparse.Namespace) -> int:
 
     from pokegan_ray.metrics import weights_path_from_environment
     from pokegan_ray.search.results import leaderboard_table
-    from pokegan_ray.search.runner import SearchError, run_search
+    from pokegan_ray.search.runner import SearchError, plan_search, run_search
     from pokegan_ray.search.space import SearchSpace
     from pokegan_ray.training.config import parse_assignments
 
@@ -281,17 +306,22 @@ def run_tune(args: argparse.Namespace) -> int:
             raise UsageError(str(error)) from None
     name = args.name or (f"{os.path.splitext(os.path.basename(args.space))[0]}-"
                          f"{datetime.datetime.now(datetime.timezone.utc):%Y%m%d-%H%M%S}")
+    search = dict(storage_uri=args.storage, name=name, data_uri=args.data, overrides=None if args.resume else overrides,
+                  samples=args.samples, concurrent=args.concurrent, resume=args.resume)
+    prepared_later = not args.resume and not args.data and _default_data_unprepared({})
+    try:
+        plan = plan_search(space, **search, data_prepared_later=prepared_later)  # mistakes fail before Ray
+    except SearchError as error:
+        raise UsageError(str(error)) from None
     cluster = init_ray(args)
     if not args.resume:
         _require_shared_storage({"--data": args.data or DEFAULT_DATA, "--storage": args.storage}, cluster)
-    if not args.resume and not args.data:
+    if prepared_later:
         ensure_default_data({}, cluster)
     weights = weights_path_from_environment()
     try:
-        outcome = run_search(space, storage_uri=args.storage, name=name, data_uri=args.data,
-                             overrides=None if args.resume else overrides, samples=args.samples,
-                             concurrent=args.concurrent, resume=args.resume,
-                             inception_weights=os.path.abspath(weights) if weights else None, cluster=cluster)
+        outcome = run_search(space, **search, inception_weights=os.path.abspath(weights) if weights else None,
+                             cluster=cluster, plan=plan)
     except SearchError as error:
         raise UsageError(str(error)) from None
     print()
@@ -348,8 +378,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
 def run_retrain(args: argparse.Namespace) -> int:
     from pokegan_ray.metrics import weights_path_from_environment
     from pokegan_ray.operations.lock import LockHeld
-    from pokegan_ray.operations.registry import RegistryError
-    from pokegan_ray.operations.retrain import RetrainConfigError, RetrainOptions, retrain
+    from pokegan_ray.operations.registry import ModelRegistry, RegistryError
+    from pokegan_ray.operations.retrain import RetrainConfigError, RetrainOptions, check_config, retrain
+    from pokegan_ray.storage import StorageError
     from pokegan_ray.training.config import load_raw_config
 
     weights = weights_path_from_environment()
@@ -360,7 +391,8 @@ def run_retrain(args: argparse.Namespace) -> int:
             data_uri=args.data, storage_uri=args.storage, margin=args.margin, warm_start=args.warm_start,
             wait_seconds=args.wait, lock_ttl_seconds=args.lock_ttl_hours * 3600,
             inception_weights=os.path.abspath(weights) if weights else None, device=args.device, cluster=cluster)
-    except ValueError as error:
+        check_config(ModelRegistry(args.registry, args.name), options)  # mistakes fail before Ray starts
+    except (ValueError, RegistryError, RetrainConfigError) as error:
         raise UsageError(str(error)) from None
     init_ray(args)
     try:
@@ -368,7 +400,7 @@ def run_retrain(args: argparse.Namespace) -> int:
     except LockHeld as error:
         print(f"pokegan retrain: not started: {error}", file=sys.stderr)
         return EXIT_LOCKED
-    except (RegistryError, RetrainConfigError) as error:
+    except (RegistryError, RetrainConfigError, StorageError) as error:
         raise UsageError(str(error)) from None
     print(outcome.summary)
     return 1 if outcome.decision == "failed" else 0
@@ -391,13 +423,19 @@ def run_generate(args: argparse.Namespace) -> int:
 
 def ensure_default_data(raw: dict, cluster=None) -> None:
     """The bundled set is prepared on first use when training uses the default data location."""
-    from pokegan_ray.data.prepare import MANIFEST_NAME, PrepareOptions, prepare
+    from pokegan_ray.data.prepare import PrepareOptions, prepare
+
+    if _default_data_unprepared(raw):
+        log.info("no prepared set at %s yet: preparing the bundled Pokémon set first", DEFAULT_DATA)
+        prepare("bundled", DEFAULT_DATA, PrepareOptions(), cluster or cluster_options())
+
+
+def _default_data_unprepared(raw: dict) -> bool:
+    from pokegan_ray.data.prepare import MANIFEST_NAME
     from pokegan_ray.storage import location
 
-    uri = raw.get("data", {}).get("uri", DEFAULT_DATA)
-    if uri == DEFAULT_DATA and not location(uri).join(MANIFEST_NAME).exists():
-        log.info("no prepared set at %s yet: preparing the bundled Pokémon set first", uri)
-        prepare("bundled", uri, PrepareOptions(), cluster or cluster_options())
+    uri = (raw.get("data") or {}).get("uri", DEFAULT_DATA)
+    return uri == DEFAULT_DATA and not location(uri).join(MANIFEST_NAME).exists()
 
 
 def cluster_options(args: argparse.Namespace | None = None):

@@ -65,6 +65,11 @@ class Location:
         info = self._call("inspect", self.filesystem.get_file_info, self.path)
         return info.type != pafs.FileType.NotFound
 
+    def is_file(self) -> bool:
+        """A plain file (or object) is here, not a folder."""
+        info = self._call("inspect", self.filesystem.get_file_info, self.path)
+        return info.type == pafs.FileType.File
+
     def read_bytes(self) -> bytes:
         def read() -> bytes:
             with self.filesystem.open_input_stream(self.path) as stream:
@@ -218,7 +223,17 @@ class Location:
         return self._call("delete", delete_local)
 
     def check_writable(self) -> None:
-        """Fail now, with a clear message, if nothing can be written here."""
+        """Fail now, with a clear message, if nothing can be written here. Creates nothing locally (a command
+        that fails later leaves no empty folder behind); on S3 it writes and deletes a probe object."""
+        if not self.is_s3:
+            existing = self.path
+            while not os.path.lexists(existing):
+                existing = os.path.dirname(existing)
+            if not os.path.isdir(existing):
+                raise StorageError(f"cannot write {self.uri}: {existing} is a file, not a folder")
+            if not os.access(existing, os.W_OK | os.X_OK):
+                raise StorageError(f"cannot write {self.uri}: {existing} is not writable (permission denied)")
+            return
         probe = self.join(f".pokegan-write-probe-{uuid.uuid4().hex}")
         probe.write_bytes_atomic(b"probe")
         probe.delete_file()

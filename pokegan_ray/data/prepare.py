@@ -70,40 +70,56 @@ class PrepareOptions:
         return image_ops.DecodeLimits(self.min_side_px, self.max_pixels)
 
 
+@dataclass(frozen=True)
+class PreparePlan:
+    """What `prepare` checked before it needs Ray: the source's listing and a destination it can write."""
+
+    source: Source
+    source_uri: str  # the URI prepare can be called with again (the manifest's "source" is for people)
+    dest: Location
+    options: PrepareOptions
+    dest_existed: bool  # a failed prepare removes the destination only when it created it
+
+
+def plan_prepare(source_uri: str, dest_uri: str, options: PrepareOptions = PrepareOptions()) -> PreparePlan:
+    """List the source and check the destination, without Ray: a mistake here costs no cluster start."""
+    try:
+        source = open_source(source_uri, limit=options.limit)
+        dest = location(dest_uri)
+        source_uri = BUNDLED if source_uri == BUNDLED else location(source_uri).uri
+    except (SourceError, StorageError) as error:
+        raise PrepareError(str(error)) from None
+    log.info("list: %d image files in %s (labels: %s, %d classes, %d non-image files ignored)",
+             len(source.images), source.description, source.label_source, len(source.classes),
+             source.ignored_files)
+    existed = _exists(dest)
+    try:
+        dest.check_writable()
+    except StorageError as error:
+        raise PrepareError(f"the destination cannot be written: {error}") from None
+    return PreparePlan(source, source_uri, dest, options, existed)
+
+
 def prepare(source_uri: str, dest_uri: str, options: PrepareOptions = PrepareOptions(),
-            cluster: ClusterOptions = ClusterOptions()) -> dict:
-    """Build the prepared set at `dest_uri` and return its manifest.
+            cluster: ClusterOptions = ClusterOptions(), plan: PreparePlan | None = None) -> dict:
+    """Build the prepared set at `dest_uri` and return its manifest (`plan`: what `plan_prepare` already
+    checked for these arguments, so the source is listed once).
 
     On a cluster with no free CPU yet (an autoscaling cluster whose head takes no work) it first
     waits for one: Ray Data holds its tasks back while the cluster has no room for any of them,
     so they alone would never make the autoscaler add a node."""
     import ray.data  # deferred: importing Ray costs seconds and is not needed to list a source
 
+    plan = plan or plan_prepare(source_uri, dest_uri, options)
     try:
-        source = open_source(source_uri, limit=options.limit)
-        dest = location(dest_uri)
-    except (SourceError, StorageError) as error:
-        raise PrepareError(str(error)) from None
-    log.info("list: %d image files in %s (labels: %s, %d classes, %d non-image files ignored)",
-             len(source.images), source.description, source.label_source, len(source.classes),
-             source.ignored_files)
-    existed_before = _exists(dest)
-    try:
-        dest.check_writable()
-    except StorageError as error:
-        raise PrepareError(f"the destination cannot be written: {error}") from None
-
-    try:
-        wait_for_capacity([{"CPU": 1.0}], f"prepare {dest.uri}", cluster)
+        wait_for_capacity([{"CPU": 1.0}], f"prepare {plan.dest.uri}", cluster)
     except ClusterError as error:
         raise PrepareError(str(error)) from None
     try:
-        # The URI prepare can be called with again (the manifest's "source" is a description for people).
-        source_uri = BUNDLED if source_uri == BUNDLED else location(source_uri).uri
-        return _prepare(source, source_uri, dest, options, ray.data)
+        return _prepare(plan.source, plan.source_uri, plan.dest, plan.options, ray.data)
     except BaseException:
-        if not existed_before:
-            _quietly(dest.delete_tree)
+        if not plan.dest_existed:
+            _quietly(plan.dest.delete_tree)
         raise
 
 

@@ -106,6 +106,7 @@ def retrain(options: RetrainOptions,
     started_at = clock()
     registry = ModelRegistry(options.registry_uri, options.model_name)
     check_config(registry, options)
+    check_cluster_reach(registry, options)
     lock = registry.lock(LOCK_OWNER, ttl_seconds=options.lock_ttl_seconds)
     lock.acquire(options.wait_seconds)
     progress = _Progress()
@@ -227,15 +228,23 @@ def check_config(registry: ModelRegistry, options: RetrainOptions) -> None:
     (the run under the lock resolves it again, from the champion it then sees)."""
     try:
         raw = candidate_config(registry.champion(), options)
-        # Every node must reach the candidate's data and run folder (a multi-node cluster needs s3://).
-        require_shared_storage({"--data": raw.get("data", {}).get("uri", DEFAULT_DATA_URI),
-                                "--storage": options.storage_uri or registry.base.join(RUNS_FOLDER).uri},
-                               options.cluster)
+        location(options.storage_uri or registry.base.join(RUNS_FOLDER).uri).check_writable()
         if _needs_bundled_set(raw):
             ExperimentConfig.from_dict({key: value for key, value in raw.items() if key != "model"})
             return  # the model section needs the data set's classes: checked once it is prepared
         resolve_config(raw)
-    except (ValueError, TrainError, ClusterError) as error:
+    except (ValueError, TrainError, StorageError) as error:
+        raise RetrainConfigError(str(error)) from None
+
+
+def check_cluster_reach(registry: ModelRegistry, options: RetrainOptions) -> None:
+    """Every node must reach the candidate's data and run folder (a multi-node cluster needs s3://)."""
+    raw = candidate_config(registry.champion(), options)
+    try:
+        require_shared_storage({"--data": raw.get("data", {}).get("uri", DEFAULT_DATA_URI),
+                                "--storage": options.storage_uri or registry.base.join(RUNS_FOLDER).uri},
+                               options.cluster)
+    except ClusterError as error:
         raise RetrainConfigError(str(error)) from None
 
 

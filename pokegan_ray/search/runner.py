@@ -629,15 +629,10 @@ def _say(line: str) -> None:
 
 
 # -- the search ------------------------------------------------------------------------------
-def check_search(space: SearchSpace, settings: SearchSettings, overrides: dict[str, dict[str, Any]],
-                 storage_uri: str, cluster: ClusterOptions) -> tuple[ExperimentConfig, dict[str, Any], int]:
-    """Everything that can fail before Ray Tune starts: (base config, data manifest, trials at once).
-
-    On a cluster that may grow this waits until one trial fits. Concurrency is what fits at once in
-    the largest cluster the search may get: the autoscaler's maximum where Ray publishes it, else
-    today's nodes. An autoscaler that does not say its maximum (Ray 2.60's) gets the space's
-    concurrency as asked: the trials that wait for room are the demand that makes it add nodes.
-    """
+def check_search_config(space: SearchSpace, settings: SearchSettings,
+                        overrides: dict[str, dict[str, Any]]) -> tuple[ExperimentConfig, dict[str, Any]]:
+    """The search's base config against its data set, and its settings against that config: (base config,
+    data manifest). Needs no Ray."""
     clashes = [f"{section}.{key}" for section, keys in overrides.items() for key in keys
                if f"{section}.{key}" in space.dimension_names]
     if clashes:
@@ -660,6 +655,18 @@ def check_search(space: SearchSpace, settings: SearchSettings, overrides: dict[s
     if experiment.train.unit == "steps" and compute_per_step:
         _say(f"note: trials differ in {', '.join(compute_per_step)} but are compared at equal generator steps, so "
              "after unequal numbers of images; give the base's length as train.images for compute-fair rungs")
+    return experiment, manifest
+
+
+def check_search_cluster(experiment: ExperimentConfig, settings: SearchSettings, storage_uri: str,
+                         cluster: ClusterOptions) -> int:
+    """Whether the cluster can run the search's trials, and how many at once.
+
+    On a cluster that may grow this waits until one trial fits. Concurrency is what fits at once in
+    the largest cluster the search may get: the autoscaler's maximum where Ray publishes it, else
+    today's nodes. An autoscaler that does not say its maximum (Ray 2.60's) gets the space's
+    concurrency as asked: the trials that wait for room are the demand that makes it add nodes.
+    """
     one_trial = trial_bundles(experiment)
     # Ray Data's read tasks (multi-worker trials only) need a CPU beside the trials.
     reserve = [] if runs_in_trial(experiment) else [{"CPU": DATA_READ_CPUS}]
@@ -670,7 +677,7 @@ def check_search(space: SearchSpace, settings: SearchSettings, overrides: dict[s
         raise SearchError(str(error)) from None
     capacity = read_capacity()
     if capacity.autoscaler.reporting and capacity.node_types is None:
-        return experiment, manifest, settings.concurrent
+        return settings.concurrent
     nodes = capacity.nodes + capacity.launchable
     concurrent = trials_at_once(one_trial, reserve, nodes, settings.concurrent)
     if (settings.scheduler == "pbt" and settings.pbt_synchronous and not runs_in_trial(experiment)
@@ -683,7 +690,7 @@ def check_search(space: SearchSpace, settings: SearchSettings, overrides: dict[s
         log.warning("running %d trial(s) at once, not %d: each needs %s and the cluster %s %s%s", concurrent,
                     settings.concurrent, describe(add_up(one_trial)), "may grow to" if capacity.can_grow else "has",
                     describe(add_up(nodes)), f" ({DATA_READ_CPUS:g} CPU kept for reading data)" if reserve else "")
-    return experiment, manifest, concurrent
+    return concurrent
 
 
 def trials_at_once(one_trial: list[Bundle], reserve: list[Bundle], nodes: list[Bundle], wanted: int) -> int:
@@ -695,13 +702,27 @@ def trials_at_once(one_trial: list[Bundle], reserve: list[Bundle], nodes: list[B
     return concurrent
 
 
-def run_search(space: SearchSpace | None, *, storage_uri: str, name: str, data_uri: str | None = None,
-               overrides: dict[str, dict[str, Any]] | None = None, samples: int | None = None,
-               concurrent: int | None = None, resume: bool = False, inception_weights: str | None = None,
-               cluster: ClusterOptions = ClusterOptions()) -> SearchOutcome:
-    """Run (or, with resume=True, continue) the search `name` under `storage_uri`."""
-    from ray import tune
+@dataclass(frozen=True)
+class SearchPlan:
+    """A search checked as far as it can be without Ray (see `plan_search`)."""
 
+    storage: Location
+    folder: Location  # STORAGE/NAME
+    space: SearchSpace
+    overrides: dict[str, dict[str, Any]]  # --set and --data over the space's base
+    settings: SearchSettings
+    resume: bool
+    # The base config resolved against the data set and its manifest; None while the data set is to be prepared.
+    experiment: ExperimentConfig | None
+    manifest: dict[str, Any] | None
+
+
+def plan_search(space: SearchSpace | None, *, storage_uri: str, name: str, data_uri: str | None = None,
+                overrides: dict[str, dict[str, Any]] | None = None, samples: int | None = None,
+                concurrent: int | None = None, resume: bool = False, data_prepared_later: bool = False) -> SearchPlan:
+    """Everything about a search that can be wrong before Ray starts: the storage, the search to resume (or
+    a name already taken), the settings, and the base config against its data set. With
+    `data_prepared_later` (the bundled set, prepared on first use) the config is checked without its data."""
     try:
         storage = location(storage_uri)
         storage.check_writable()
@@ -722,11 +743,37 @@ def run_search(space: SearchSpace | None, *, storage_uri: str, name: str, data_u
         if saved.exists():
             raise SearchError(f"a search named {name!r} already exists under {storage.uri}; pass --resume to "
                               "continue it or choose another --name")
-        overrides = merge_sections(overrides or {}, {"data": {"uri": data_uri}} if data_uri else {})
-        settings = space.settings.with_overrides(samples=samples, concurrent=concurrent)
-    experiment, manifest, concurrent_trials = check_search(space, settings, overrides, storage.uri, cluster)
+        try:
+            overrides = merge_sections(overrides or {}, {"data": {"uri": data_uri}} if data_uri else {})
+            settings = space.settings.with_overrides(samples=samples, concurrent=concurrent)
+        except ValueError as error:
+            raise SearchError(str(error)) from None
+    if data_prepared_later:
+        try:
+            ExperimentConfig.from_dict(merge_sections(dict(space.base), overrides))
+        except ValueError as error:
+            raise SearchError(f"the search's base config: {error}") from None
+        return SearchPlan(storage, folder, space, overrides, settings, resume, None, None)
+    experiment, manifest = check_search_config(space, settings, overrides)
+    return SearchPlan(storage, folder, space, overrides, settings, resume, experiment, manifest)
+
+
+def run_search(space: SearchSpace | None, *, storage_uri: str, name: str, data_uri: str | None = None,
+               overrides: dict[str, dict[str, Any]] | None = None, samples: int | None = None,
+               concurrent: int | None = None, resume: bool = False, inception_weights: str | None = None,
+               cluster: ClusterOptions = ClusterOptions(), plan: SearchPlan | None = None) -> SearchOutcome:
+    """Run (or, with resume=True, continue) the search `name` under `storage_uri` (`plan`: what
+    `plan_search` already checked for these arguments)."""
+    from ray import tune
+
+    if plan is None or plan.experiment is None:
+        plan = plan_search(space, storage_uri=storage_uri, name=name, data_uri=data_uri, overrides=overrides,
+                           samples=samples, concurrent=concurrent, resume=resume)
+    storage, folder, space, settings = plan.storage, plan.folder, plan.space, plan.settings
+    experiment, manifest = plan.experiment, plan.manifest
+    concurrent_trials = check_search_cluster(experiment, settings, storage.uri, cluster)
     # Trials read the same data as the check did (an absolute path: trials run in other folders).
-    overrides = merge_sections(overrides, {"data": {"uri": experiment.data.uri}})
+    overrides = merge_sections(plan.overrides, {"data": {"uri": experiment.data.uri}})
     if not resume:
         folder.join(SEARCH_FILE).write_bytes_atomic(json.dumps({
             "space": _space_as_dict(space), "space_source": space.source, "overrides": overrides,
@@ -803,7 +850,7 @@ def _searcher(space: SearchSpace, settings: SearchSettings, manifest: dict[str, 
         # A synchronous PBT pauses each trial at the interval until the whole population reached it, and a
         # concurrency limit counts paused trials as running: with fewer slots than trials it would wait forever.
         # So the limit (the generator's own: Tune ignores max_concurrent_trials with a generator) is for the
-        # asynchronous schedule only; check_search made sure a synchronous population fits.
+        # asynchronous schedule only; check_search_cluster made sure a synchronous population fits.
         return BasicVariantGenerator(points_to_evaluate=initial_population(space, settings, facts),
                                      max_concurrent=0 if settings.pbt_synchronous else concurrent)
     return OptunaSearch(

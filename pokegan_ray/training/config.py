@@ -217,7 +217,7 @@ class ExperimentConfig:
         if unknown:
             raise ValueError(f"unknown config section(s) {', '.join(map(repr, unknown))}; allowed sections: "
                              f"{', '.join(SECTIONS)}")
-        sections = {name: dict(data.get(name) or {}) for name in SECTIONS}
+        sections = {name: _section(name, data.get(name)) for name in SECTIONS}
         for name in ("data", "train", "scale"):
             require_known_keys(name, sections[name], SECTIONS[name])
         data_config = DataConfig(**sections["data"])
@@ -273,13 +273,21 @@ def merge_sections(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dic
         if not isinstance(values, Mapping):
             raise ValueError(f"{name}: expected a mapping of sections ({', '.join(SECTIONS)}), got "
                              f"{type(values).__name__}")
-    merged = {section: dict(values or {}) for section, values in base.items()}
+    merged = {section: _section(section, values) for section, values in base.items()}
     for section, values in overrides.items():
-        if not isinstance(values, Mapping):
-            raise ValueError(f"section {section!r} must be a mapping of keys to values, got {values!r}")
-        merged[section] = {**merged.get(section, {}), **values}
+        merged[section] = {**merged.get(section, {}), **_section(section, values)}
     _length_replaces_length(merged, overrides)
     return merged
+
+
+def _section(name: str, values: Any) -> dict[str, Any]:
+    """A config section as a dict: `train: {steps: 100}`; an empty `train:` is {}; `train: 5` is an error."""
+    if values is None:
+        return {}
+    if not isinstance(values, Mapping):
+        raise ValueError(f"section {name!r} must be a mapping of keys to values (e.g. {name}: {{key: value}}), "
+                         f"got {values!r}")
+    return dict(values)
 
 
 def _length_replaces_length(merged: dict[str, Any], overrides: Mapping[str, Any]) -> None:

@@ -152,6 +152,34 @@ def prepare_run(raw_config: dict[str, Any], *, storage: Location, name: str | No
     return PreparedRun(name=name, folder=run_folder, experiment=experiment, context=context)
 
 
+def writable_storage(storage_uri: str) -> Location:
+    try:
+        storage = location(storage_uri)
+        storage.check_writable()
+    except StorageError as error:
+        raise TrainError(f"the storage {storage_uri} cannot be written: {error}") from None
+    return storage
+
+
+def check_before_ray(raw_config: dict[str, Any], *, storage_uri: str, name: str | None, resume: bool,
+                     data_prepared_later: bool = False) -> None:
+    """What `train` checks that needs no cluster (the storage, the config, the data set, the run's name), so a
+    mistake costs no Ray start. With `data_prepared_later` (the bundled set, prepared on first use) the config
+    is checked without its data set; `train` checks it against the set again."""
+    storage = writable_storage(storage_uri)
+    if not data_prepared_later:
+        prepare_run(raw_config, storage=storage, name=name, resume=resume, inception_weights=None,
+                    warm_start_uri=None, cluster=ClusterOptions())
+        return
+    model = dict(raw_config.get("model") or {})
+    if model.get("conditional") and not model.get("num_classes"):
+        model["num_classes"] = 2  # any count: only the data set knows the real one
+    try:
+        ExperimentConfig.from_dict(merge_sections(raw_config, {"model": model}))
+    except ValueError as error:
+        raise TrainError(str(error)) from None
+
+
 def write_run_config(run: PreparedRun) -> None:
     run.folder.join(STATUS_FILE).delete_file()
     run.folder.join(CONFIG_FILE).write_bytes_atomic(yaml.safe_dump(run.experiment.to_dict(), sort_keys=False).encode())
@@ -174,11 +202,7 @@ def train(raw_config: dict[str, Any], *, storage_uri: str, name: str | None = No
 
     from pokegan_ray.data.reader import open_prepared
 
-    try:
-        storage = location(storage_uri)
-        storage.check_writable()
-    except StorageError as error:
-        raise TrainError(f"the storage {storage_uri} cannot be written: {error}") from None
+    storage = writable_storage(storage_uri)
     run = prepare_run(raw_config, storage=storage, name=name, resume=resume, inception_weights=inception_weights,
                       warm_start_uri=warm_start_uri, cluster=cluster, continue_from=continue_from)
     experiment, scale = run.experiment, run.experiment.scale

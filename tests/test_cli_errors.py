@@ -1,0 +1,50 @@
+"""Mistakes a new user makes, each answered with one clear line and exit status 2, before Ray starts.
+
+The commands run as a user runs them (`python -m pokegan_ray.cli` in a fresh process) with Ray's
+temp dir (RAY_TMPDIR) inside the test's folder: a command that started Ray before it found the
+mistake leaves its session there.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+
+def run_cli(arguments: list[str], tmp_path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "RAY_TMPDIR": str(tmp_path / "ray-tmp"), "RAY_ADDRESS": ""}
+    return subprocess.run([sys.executable, "-m", "pokegan_ray.cli", *arguments], env=env, capture_output=True,
+                          text=True, timeout=120, cwd=tmp_path)
+
+
+MISTAKES = {
+    "prepare-missing-source": (["prepare", "--source", "does-not-exist", "--dest", "{tmp}/new-data"],
+                               "source folder {tmp}/does-not-exist does not exist"),
+    "train-bad-value": (["train", "--set", "train.steps=many", "--storage", "{tmp}/new-runs"], "train.steps"),
+    "train-unknown-key": (["train", "--set", "train.stepz=4", "--storage", "{tmp}/new-runs"], "stepz"),
+    "train-scalar-section": (["train", "--config", "{tmp}/scalar.yaml", "--storage", "{tmp}/new-runs"],
+                             "section 'train' must be a mapping"),
+    "train-missing-data": (["train", "--data", "{tmp}/no-data", "--storage", "{tmp}/new-runs"], "{tmp}/no-data"),
+    "train-storage-scheme": (["train", "--storage", "ftp://host/runs"], "unsupported URI scheme 'ftp'"),
+    "train-storage-file": (["train", "--storage", "{tmp}/a-file/runs"], "a-file is a file, not a folder"),
+    "tune-resume-unknown": (["tune", "--resume", "--name", "nope", "--storage", "{tmp}/new-runs"],
+                            "no search 'nope'"),
+    "retrain-registry-file": (["retrain", "--registry", "{tmp}/a-file"], "is a file; a registry is a folder"),
+}
+
+
+@pytest.mark.parametrize("mistake", MISTAKES)
+def test_a_mistake_is_one_line_and_exit_2_before_ray_starts_and_leaves_nothing_behind(mistake, tmp_path):
+    (tmp_path / "a-file").write_text("not a folder\n")
+    (tmp_path / "scalar.yaml").write_text("train: 5\n")
+    arguments, message = MISTAKES[mistake]
+    result = run_cli([argument.replace("{tmp}", str(tmp_path)) for argument in arguments], tmp_path)
+    assert result.returncode == 2, result.stderr[-2000:]
+    errors = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(errors) == 1 and errors[0].startswith("pokegan "), result.stderr[-2000:]
+    assert message.replace("{tmp}", str(tmp_path)) in errors[0]
+    assert not (tmp_path / "ray-tmp").exists(), "Ray was started before the mistake was found"
+    assert not (tmp_path / "new-runs").exists() and not (tmp_path / "new-data").exists()
