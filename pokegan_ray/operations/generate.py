@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 import math
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -26,7 +27,9 @@ CHAMPION = "champion"
 INTERPOLATION_KEYFRAMES = 4  # seeds seed, seed+1, ... walked through in a loop
 INTERPOLATION_STEPS = 12  # frames from one keyframe to the next
 INTERPOLATION_FRAME_MS = 80
-GENERATION_BATCH = 64
+GENERATION_BATCH = 64  # images through the generator at once
+WRITE_BATCH = 256  # images generated, then written, at once: memory is this many, whatever --n asks
+GRID_IMAGES = 256  # grid.png shows the first this many
 
 
 class GenerateError(ValueError):
@@ -59,6 +62,9 @@ def load_model(model: str, *, registry_uri: str | None = None, name: str = "poke
             raise GenerateError(f"--model {model} reads the model registry: pass --registry URI")
         registry = ModelRegistry(registry_uri, name)
         version = registry.champion() if model == CHAMPION else registry.version(int(model.lstrip("vV")))
+        if version is None and not registry.base.exists():
+            raise GenerateError(f"there is no model registry at {registry_uri} (nothing is there): check --registry, "
+                                "or fill one with pokegan retrain")
         if version is None:
             raise GenerateError(f"the registry {registry.root.uri} has no champion yet; run pokegan retrain first")
         state = registry.load_generator_state(version, map_location=device)
@@ -88,20 +94,24 @@ def type_index(loaded: LoadedModel, type_name: str | None) -> int | None:
 
 
 @torch.no_grad()
-def generate_images(loaded: LoadedModel, count: int, *, seed: int = 0, type_name: str | None = None,
-                    device: str | torch.device = "cpu") -> GeneratedImages:
-    """`count` images; a conditional model makes `type_name`, or cycles through its types without one."""
+def generated_batches(loaded: LoadedModel, count: int, *, seed: int = 0, type_name: str | None = None,
+                      device: str | torch.device = "cpu", batch: int = WRITE_BATCH) -> Iterator[GeneratedImages]:
+    """`count` images, `batch` at a time (memory stays that of one batch, whatever `count`); a conditional
+    model makes `type_name`, or cycles through its types without one. The latents are drawn `batch` at a
+    time from one generator seeded with `seed`, so the same seed gives the same images."""
     if count < 1:
         raise GenerateError(f"--n must be at least 1, got {count}")
     label = type_index(loaded, type_name)
-    latents = torch.randn(count, loaded.experiment.gan.model.latent_size,
-                          generator=torch.Generator().manual_seed(seed))
-    labels = None
-    if loaded.conditional:
-        labels = torch.full((count,), label) if label is not None else torch.arange(count) % len(loaded.classes)
-    images = _run(loaded, latents, labels, device)
-    types = [loaded.classes[i] for i in labels.tolist()] if labels is not None else [None] * count
-    return GeneratedImages(images, types)
+    random = torch.Generator().manual_seed(seed)
+    for start in range(0, count, batch):
+        size = min(batch, count - start)
+        latents = torch.randn(size, loaded.experiment.gan.model.latent_size, generator=random)
+        labels = None
+        if loaded.conditional:
+            labels = (torch.full((size,), label) if label is not None
+                      else torch.arange(start, start + size) % len(loaded.classes))
+        types = [loaded.classes[i] for i in labels.tolist()] if labels is not None else [None] * size
+        yield GeneratedImages(_run(loaded, latents, labels, device), types)
 
 
 def slerp(start: torch.Tensor, end: torch.Tensor, fraction: float) -> torch.Tensor:
@@ -144,21 +154,25 @@ def interpolation_gif(loaded: LoadedModel, *, seed: int = 0, type_name: str | No
     return buffer.getvalue()
 
 
-def write_generated(out: Location, generated: GeneratedImages, *, description: str, seed: int,
+def write_generated(out: Location, batches: Iterable[GeneratedImages], count: int, *, description: str, seed: int,
                     interpolation: bytes | None = None) -> list[str]:
-    """Write the PNGs, the grid, generate.json and the GIF under `out`; returns the URIs written."""
-    width = max(3, len(str(len(generated.types) - 1)))
-    pixels = artifacts.to_uint8_images(generated.images)
+    """Write the PNGs (batch by batch), the grid of the first GRID_IMAGES, generate.json and the GIF under
+    `out`; returns the URIs written."""
+    width = max(3, len(str(count - 1)))
     written = []
     entries = []
-    for index, (image, type_name) in enumerate(zip(pixels, generated.types)):
-        name = f"pokemon-{index:0{width}d}.png"
-        target = out.join(name)
-        target.write_bytes_atomic(artifacts.png_bytes(Image.fromarray(image)))
-        written.append(target.uri)
-        entries.append({"file": name, "type": type_name})
+    grid_images = []
+    for generated in batches:
+        if len(entries) < GRID_IMAGES:
+            grid_images.append(generated.images[:GRID_IMAGES - len(entries)])
+        for image, type_name in zip(artifacts.to_uint8_images(generated.images), generated.types):
+            name = f"pokemon-{len(entries):0{width}d}.png"
+            target = out.join(name)
+            target.write_bytes_atomic(artifacts.png_bytes(Image.fromarray(image)))
+            written.append(target.uri)
+            entries.append({"file": name, "type": type_name})
     grid = out.join("grid.png")
-    grid.write_bytes_atomic(artifacts.png_bytes(artifacts.grid_image(generated.images)))
+    grid.write_bytes_atomic(artifacts.png_bytes(artifacts.grid_image(torch.cat(grid_images))))
     written.append(grid.uri)
     if interpolation is not None:
         gif = out.join("interpolation.gif")
@@ -174,14 +188,20 @@ def generate(model: str, *, out_uri: str, count: int = 64, seed: int = 0, type_n
              interpolate: bool = False, registry_uri: str | None = None, name: str = "pokegan",
              device: str | torch.device = "cpu") -> list[str]:
     """Everything `pokegan generate` does; returns the URIs written."""
+    if count < 1:
+        raise GenerateError(f"--n must be at least 1, got {count}")
     try:
         out = location(out_uri)
+        if out.is_file():
+            raise StorageError(f"--out {out_uri} is a file; give a folder (it is created if absent)")
+        out.check_writable()
     except StorageError as error:
         raise GenerateError(str(error)) from None
     loaded = load_model(model, registry_uri=registry_uri, name=name, device=device)
-    generated = generate_images(loaded, count, seed=seed, type_name=type_name, device=device)
+    type_index(loaded, type_name)  # an unknown type fails before anything is written
     gif = interpolation_gif(loaded, seed=seed, type_name=type_name, device=device) if interpolate else None
-    return write_generated(out, generated, description=loaded.description, seed=seed, interpolation=gif)
+    batches = generated_batches(loaded, count, seed=seed, type_name=type_name, device=device)
+    return write_generated(out, batches, count, description=loaded.description, seed=seed, interpolation=gif)
 
 
 def _run(loaded: LoadedModel, latents: torch.Tensor, labels: torch.Tensor | None,

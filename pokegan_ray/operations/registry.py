@@ -79,8 +79,12 @@ class ModelRegistry:
                                 "starting with a letter or digit")
         try:
             self.base = location(registry_uri)
+            is_file = self.base.is_file()
         except StorageError as error:
             raise RegistryError(str(error)) from None
+        if is_file:
+            raise RegistryError(f"the registry {registry_uri} is a file; a registry is a folder (a local path "
+                                "or s3://bucket/prefix) that pokegan retrain creates and fills")
         self.name = name
         self.root = self.base.join(MODELS_FOLDER, name)
 

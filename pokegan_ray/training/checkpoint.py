@@ -15,6 +15,9 @@ import torch
 
 FORMAT_VERSION = 1
 FILE_NAME = "checkpoint.pt"
+# What a file from torch.save starts with: a zip archive (the default since torch 1.6) or a pickle
+# (protocol 2, the legacy format).
+TORCH_FILE_MAGIC = (b"PK\x03\x04", b"\x80\x02")
 REQUIRED_KEYS = ("format_version", "step", "images_seen", "config", "generator", "discriminator", "generator_ema",
                  "optimizer_generator", "optimizer_discriminator", "rng")
 
@@ -36,15 +39,28 @@ def load_tensors(data: bytes, source: str, map_location: str | torch.device = "c
     object before it is built, so a file that smuggles code fails with a clear error and
     runs nothing. `source` names the file in errors.
     """
+    if not data:
+        raise CheckpointError(f"{source} is empty (0 bytes): not a model file. Point at a checkpoint.pt, a Ray "
+                              "checkpoint folder or a registry version, or write the file again")
+    if not data.startswith(TORCH_FILE_MAGIC):
+        raise CheckpointError(f"{source} is not a model file: it does not start as torch.save writes one "
+                              f"(it starts with {data[:16]!r}). Point at a checkpoint.pt, a Ray checkpoint folder "
+                              "or a registry version")
     try:
         state = torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as error:
+        # Torch's message goes on to suggest weights_only=False, i.e. running the file's code: only its
+        # reason (which global it refused) is passed on.
+        reasons = [line.split("WeightsUnpickler error:", 1)[1] for line in str(error).splitlines()
+                   if "WeightsUnpickler error:" in line]
+        reason = reasons[0].split(" was not an allowed global")[0].strip() if reasons else "not plain values"
         raise CheckpointError(
-            f"refusing to load {source}: it holds Python objects beyond tensors and plain values "
-            f"(possibly code), and pokegan only loads with weights_only=True. "
-            f"Details: {str(error).splitlines()[0]}") from None
+            f"refusing to load {source}: it holds Python objects beyond tensors and plain values ({reason}), "
+            "and pokegan loads model files only as data. Use a checkpoint pokegan wrote") from None
     except (RuntimeError, EOFError, ValueError) as error:
-        raise CheckpointError(f"{source} is not a readable model file ({str(error).splitlines()[0]})") from None
+        first = (str(error).strip().splitlines() or [type(error).__name__])[0].split(". ")[0]
+        raise CheckpointError(f"{source} is not a readable model file ({first}); it may be cut short, "
+                              "or written by another program") from None
     if not isinstance(state, dict):
         raise CheckpointError(f"{source} is not a pokegan model file (it holds a {type(state).__name__})")
     return state
