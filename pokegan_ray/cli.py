@@ -236,7 +236,6 @@ def run_prepare(args: argparse.Namespace) -> int:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from pokegan_ray.metrics import weights_path_from_environment
     from pokegan_ray.training.config import load_raw_config, merge_sections
     from pokegan_ray.training.trainer import TrainError, check_before_ray, train
 
@@ -257,15 +256,15 @@ def run_train(args: argparse.Namespace) -> int:
                          data_prepared_later=not args.resume and _default_data_unprepared(raw))
     except (ValueError, TrainError) as error:
         raise UsageError(str(error)) from None
+    weights = inception_weights()
     cluster = init_ray(args)
     _require_shared_storage({"--data": raw.get("data", {}).get("uri", DEFAULT_DATA), "--storage": args.storage},
                             cluster)
     if not args.resume:
         ensure_default_data(raw, cluster)
     try:
-        weights = weights_path_from_environment()
         outcome = train(raw, storage_uri=args.storage, name=args.name, resume=args.resume,
-                        inception_weights=os.path.abspath(weights) if weights else None, cluster=cluster)
+                        inception_weights=weights, cluster=cluster)
     except TrainError as error:
         raise UsageError(str(error)) from None
     fid = f"FID {outcome.fid:.2f} (N={outcome.fid_num_images})" if outcome.fid is not None else "no FID"
@@ -280,7 +279,6 @@ def run_train(args: argparse.Namespace) -> int:
 def run_tune(args: argparse.Namespace) -> int:
     import datetime
 
-    from pokegan_ray.metrics import weights_path_from_environment
     from pokegan_ray.search.results import leaderboard_table
     from pokegan_ray.search.runner import SearchError, plan_search, run_search
     from pokegan_ray.search.space import SearchSpace
@@ -313,15 +311,14 @@ def run_tune(args: argparse.Namespace) -> int:
         plan = plan_search(space, **search, data_prepared_later=prepared_later)  # mistakes fail before Ray
     except SearchError as error:
         raise UsageError(str(error)) from None
+    weights = inception_weights()
     cluster = init_ray(args)
     if not args.resume:
         _require_shared_storage({"--data": args.data or DEFAULT_DATA, "--storage": args.storage}, cluster)
     if prepared_later:
         ensure_default_data({}, cluster)
-    weights = weights_path_from_environment()
     try:
-        outcome = run_search(space, **search, inception_weights=os.path.abspath(weights) if weights else None,
-                             cluster=cluster, plan=plan)
+        outcome = run_search(space, **search, inception_weights=weights, cluster=cluster, plan=plan)
     except SearchError as error:
         raise UsageError(str(error)) from None
     print()
@@ -376,21 +373,20 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 
 def run_retrain(args: argparse.Namespace) -> int:
-    from pokegan_ray.metrics import weights_path_from_environment
     from pokegan_ray.operations.lock import LockHeld
     from pokegan_ray.operations.registry import ModelRegistry, RegistryError
     from pokegan_ray.operations.retrain import RetrainConfigError, RetrainOptions, check_config, retrain
     from pokegan_ray.storage import StorageError
     from pokegan_ray.training.config import load_raw_config
 
-    weights = weights_path_from_environment()
     cluster = cluster_options(args)
+    weights = inception_weights()
     try:
         options = RetrainOptions(
             registry_uri=args.registry, model_name=args.name, overrides=load_raw_config(args.config, args.assignments),
             data_uri=args.data, storage_uri=args.storage, margin=args.margin, warm_start=args.warm_start,
             wait_seconds=args.wait, lock_ttl_seconds=args.lock_ttl_hours * 3600,
-            inception_weights=os.path.abspath(weights) if weights else None, device=args.device, cluster=cluster)
+            inception_weights=weights, device=args.device, cluster=cluster)
         check_config(ModelRegistry(args.registry, args.name), options)  # mistakes fail before Ray starts
     except (ValueError, RegistryError, RetrainConfigError) as error:
         raise UsageError(str(error)) from None
@@ -419,6 +415,20 @@ def run_generate(args: argparse.Namespace) -> int:
         raise UsageError(str(error)) from None
     print(f"wrote {args.count} images, grid.png{' and interpolation.gif' if args.interpolate else ''} to {args.out}")
     return 0
+
+
+def inception_weights() -> str | None:
+    """The FID Inception weights every scored run needs, checked now (present, and the expected file) so a
+    missing install fails before Ray starts, not in a worker minutes later. None: the default weights."""
+    from pokegan_ray.metrics import InceptionWeightsError, weights_path_from_environment
+    from pokegan_ray.metrics.inception import resolve_weights
+
+    weights = weights_path_from_environment()
+    try:
+        resolve_weights(weights)
+    except InceptionWeightsError as error:
+        raise UsageError(str(error)) from None
+    return os.path.abspath(weights) if weights else None
 
 
 def ensure_default_data(raw: dict, cluster=None) -> None:

@@ -14,8 +14,8 @@ import sys
 import pytest
 
 
-def run_cli(arguments: list[str], tmp_path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "RAY_TMPDIR": str(tmp_path / "ray-tmp"), "RAY_ADDRESS": ""}
+def run_cli(arguments: list[str], tmp_path, **env_vars: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "RAY_TMPDIR": str(tmp_path / "ray-tmp"), "RAY_ADDRESS": "", **env_vars}
     return subprocess.run([sys.executable, "-m", "pokegan_ray.cli", *arguments], env=env, capture_output=True,
                           text=True, timeout=120, cwd=tmp_path)
 
@@ -33,7 +33,11 @@ MISTAKES = {
     "tune-resume-unknown": (["tune", "--resume", "--name", "nope", "--storage", "{tmp}/new-runs"],
                             "no search 'nope'"),
     "retrain-registry-file": (["retrain", "--registry", "{tmp}/a-file"], "is a file; a registry is a folder"),
+    # The FID weights are checked at start-up, not in a worker after minutes of training.
+    "tune-missing-fid-weights": (["tune", "--space", "{spaces}/quick.yaml", "--storage", "{tmp}/new-runs"],
+                                 "the FID Inception weights file {tmp}/no-weights.pt does not exist"),
 }
+SPACES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "search_spaces")
 
 
 @pytest.mark.parametrize("mistake", MISTAKES)
@@ -41,7 +45,8 @@ def test_a_mistake_is_one_line_and_exit_2_before_ray_starts_and_leaves_nothing_b
     (tmp_path / "a-file").write_text("not a folder\n")
     (tmp_path / "scalar.yaml").write_text("train: 5\n")
     arguments, message = MISTAKES[mistake]
-    result = run_cli([argument.replace("{tmp}", str(tmp_path)) for argument in arguments], tmp_path)
+    result = run_cli([argument.replace("{tmp}", str(tmp_path)).replace("{spaces}", SPACES) for argument in arguments],
+                     tmp_path, POKEGAN_INCEPTION_WEIGHTS=str(tmp_path / "no-weights.pt") if "fid" in mistake else "")
     assert result.returncode == 2, result.stderr[-2000:]
     errors = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(errors) == 1 and errors[0].startswith("pokegan "), result.stderr[-2000:]

