@@ -495,6 +495,13 @@ def main(argv: list[str] | None = None) -> int:
     # Ray and its dependencies log at INFO through the root logger; keep our lines readable.
     for noisy in ("ray", "urllib3", "botocore", "s3fs", "fsspec", "filelock"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    if not args.verbose:
+        # Tune's own output (a configuration box, "View detailed results here", a TensorBoard hint into Ray's
+        # session folder) repeats or contradicts what pokegan prints; its legacy engine at verbose=0 is silent.
+        os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+        if not os.environ.get("RAY_ADDRESS"):
+            # The local Ray pokegan starts turns token authentication on and warns that it did, on every command.
+            logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
     try:
         return args.handler(args)
     except UsageError as error:

@@ -115,6 +115,10 @@ def test_train_and_tune_started_on_an_empty_cluster_wait_for_a_node_and_complete
     workers.add()
     assert tune.finish(timeout=300) == 0, tune.output[-4000:]
     assert "trial 1/1 completed" in tune.output
+    # pokegan's lines, not Tune's configuration box and hints or Optuna's banner (issue 14).
+    for noise in ("Configuration for experiment", "View detailed results here", "tensorboard --logdir",
+                  "A new study created"):
+        assert noise not in tune.output, noise
 
 
 def test_a_trial_whose_node_is_lost_continues_from_its_checkpoint_on_another_node(cluster, workers, driver_env,

@@ -844,6 +844,7 @@ def _searcher(space: SearchSpace, settings: SearchSettings, manifest: dict[str, 
     from ray.tune.search.optuna import OptunaSearch
 
     facts = {"data.labelled": bool(manifest["classes"])}
+    _quiet_optuna(optuna)
     if settings.scheduler == "pbt":
         # Tune's PBT takes no search algorithm: the population is drawn up front (first_trials, then seeded
         # random draws from the same define-by-run sampler), and PBT's exploits and perturbations do the rest.
@@ -857,6 +858,13 @@ def _searcher(space: SearchSpace, settings: SearchSettings, manifest: dict[str, 
         space=define_by_run(space, facts), metric=f"best_{settings.signal}", mode="min",
         points_to_evaluate=[_optuna_point(space, point) for point in settings.first_trials] or None,
         sampler=optuna.samplers.TPESampler(seed=settings.seed, n_startup_trials=settings.startup_trials))
+
+
+def _quiet_optuna(optuna) -> None:
+    """Optuna announces every study it creates at INFO (and sets its own logger's level when first used, over
+    any set before); pokegan prints the search's own lines. With `pokegan -v` (DEBUG) it still speaks."""
+    if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
 def initial_population(space: SearchSpace, settings: SearchSettings, facts: dict[str, Any]) -> list[dict[str, Any]]:
