@@ -36,7 +36,7 @@ from pokegan_ray.storage import StorageError, location
 from pokegan_ray.training.checkpoint import CheckpointError, load_generator, read_checkpoint
 from pokegan_ray.training.config import ExperimentConfig, merge_sections
 from pokegan_ray.training.evaluation import Evaluator
-from pokegan_ray.training.trainer import TrainError, resolve_config, train
+from pokegan_ray.training.trainer import TrainError, check_config_without_data, resolve_config, train
 
 log = logging.getLogger(__name__)
 
@@ -230,8 +230,8 @@ def check_config(registry: ModelRegistry, options: RetrainOptions) -> None:
         raw = candidate_config(registry.champion(), options)
         location(options.storage_uri or registry.base.join(RUNS_FOLDER).uri).check_writable()
         if _needs_bundled_set(raw):
-            ExperimentConfig.from_dict({key: value for key, value in raw.items() if key != "model"})
-            return  # the model section needs the data set's classes: checked once it is prepared
+            check_config_without_data(raw)
+            return  # AC-GAN's classes come from the data set: checked against it once it is prepared
         resolve_config(raw)
     except (ValueError, TrainError, StorageError) as error:
         raise RetrainConfigError(str(error)) from None

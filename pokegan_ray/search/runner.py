@@ -40,8 +40,8 @@ from pokegan_ray.training.checkpoint import FILE_NAME as CHECKPOINT_FILE
 from pokegan_ray.training.config import ExperimentConfig, merge_sections
 from pokegan_ray.training.loop import STATUS_FILE, run_training
 from pokegan_ray.training.session import TuneTrialSession
-from pokegan_ray.training.trainer import CONFIG_FILE, TrainError, prepare_run, read_status, resolve_config, train, \
-    worker_bundles, write_run_config
+from pokegan_ray.training.trainer import CONFIG_FILE, TrainError, check_config_without_data, prepare_run, \
+    read_status, resolve_config, train, worker_bundles, write_run_config
 
 log = logging.getLogger(__name__)
 
@@ -750,7 +750,7 @@ def plan_search(space: SearchSpace | None, *, storage_uri: str, name: str, data_
             raise SearchError(str(error)) from None
     if data_prepared_later:
         try:
-            ExperimentConfig.from_dict(merge_sections(dict(space.base), overrides))
+            check_config_without_data(merge_sections(dict(space.base), overrides))
         except ValueError as error:
             raise SearchError(f"the search's base config: {error}") from None
         return SearchPlan(storage, folder, space, overrides, settings, resume, None, None)
@@ -769,7 +769,7 @@ def run_search(space: SearchSpace | None, *, storage_uri: str, name: str, data_u
     if plan is None or plan.experiment is None:
         plan = plan_search(space, storage_uri=storage_uri, name=name, data_uri=data_uri, overrides=overrides,
                            samples=samples, concurrent=concurrent, resume=resume)
-    storage, folder, space, settings = plan.storage, plan.folder, plan.space, plan.settings
+    storage, folder, space, settings, resume = plan.storage, plan.folder, plan.space, plan.settings, plan.resume
     experiment, manifest = plan.experiment, plan.manifest
     concurrent_trials = check_search_cluster(experiment, settings, storage.uri, cluster)
     # Trials read the same data as the check did (an absolute path: trials run in other folders).

@@ -171,13 +171,19 @@ def check_before_ray(raw_config: dict[str, Any], *, storage_uri: str, name: str 
         prepare_run(raw_config, storage=storage, name=name, resume=resume, inception_weights=None,
                     warm_start_uri=None, cluster=ClusterOptions())
         return
-    model = dict(raw_config.get("model") or {})
-    if model.get("conditional") and not model.get("num_classes"):
-        model["num_classes"] = 2  # any count: only the data set knows the real one
     try:
-        ExperimentConfig.from_dict(merge_sections(raw_config, {"model": model}))
+        check_config_without_data(raw_config)
     except ValueError as error:
         raise TrainError(str(error)) from None
+
+
+def check_config_without_data(raw_config: dict[str, Any]) -> None:
+    """Validate a raw config as far as it can be before its data set exists (ValueError): AC-GAN's number of
+    classes, which only the data set knows, is taken as given."""
+    model = dict(raw_config.get("model") or {})
+    if model.get("conditional") and not model.get("num_classes"):
+        model["num_classes"] = 2  # any count: resolve_config checks the real one against the data set
+    ExperimentConfig.from_dict(merge_sections(raw_config, {"model": model}))
 
 
 def write_run_config(run: PreparedRun) -> None:
