@@ -66,7 +66,9 @@ def replay(args) -> None:
     with open(args.replay, encoding="utf-8") as handle:
         recorded = json.load(handle)
     curves = recorded["trials"]
-    grace = args.grace or int(curves[0]["rungs"][0]["images_seen"])
+    # A search's grace is train.eval_every (the recorded rung spacing), not the first rung's images seen (a
+    # little more): from 1,216 ASHA's next milestone would be 3,648, past the third rung at 3,616.
+    grace = args.grace or int(recorded.get("rung") or curves[0]["rungs"][0]["images_seen"])
     rng = np.random.default_rng(0)
     outcomes = [replay_asha(curves, signal=args.signal, grace=grace, reduction_factor=args.reduction_factor,
                             order=rng.permutation(len(curves)).tolist(), concurrent=args.concurrent)
@@ -143,7 +145,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=200, help="--replay: random trial orders (default: 200)")
     parser.add_argument("--reduction-factor", type=float, default=3.0, help="--replay: ASHA's (default: 3)")
     parser.add_argument("--grace", type=int, default=0, help="--replay: the first rung in images "
-                                                             "(default: the curves' first)")
+                                                             "(default: the recorded rung spacing, as a search's)")
     parser.add_argument("--signal", default="fid", help="--replay: the rung signal (default: fid)")
     parser.add_argument("--concurrent", type=int, default=1, help="--replay: trials at once (default: 1)")
     parser.add_argument("--check-replay", default=None, help="a rung_fidelity.json: run one real ASHA search over "
