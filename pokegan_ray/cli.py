@@ -252,8 +252,10 @@ def run_train(args: argparse.Namespace) -> int:
         overrides.setdefault("scale", {})["use_gpu"] = True
     try:
         raw = merge_sections(raw, overrides)
+        data_uri = (raw.get("data") or {}).get("uri", DEFAULT_DATA)
         check_before_ray(raw, storage_uri=args.storage, name=args.name, resume=args.resume,
-                         data_prepared_later=not args.resume and _default_data_unprepared(raw))
+                         data_checked_later=(not args.resume and _default_data_unprepared(raw))
+                         or _checked_once_ray_is_up(data_uri, args))
     except (ValueError, TrainError) as error:
         raise UsageError(str(error)) from None
     weights = inception_weights()
@@ -308,7 +310,8 @@ def run_tune(args: argparse.Namespace) -> int:
                   samples=args.samples, concurrent=args.concurrent, resume=args.resume)
     prepared_later = not args.resume and not args.data and _default_data_unprepared({})
     try:
-        plan = plan_search(space, **search, data_prepared_later=prepared_later)  # mistakes fail before Ray
+        plan = plan_search(space, **search, data_checked_later=prepared_later or (  # mistakes fail before Ray
+            not args.resume and _checked_once_ray_is_up(args.data or DEFAULT_DATA, args)))
     except SearchError as error:
         raise UsageError(str(error)) from None
     weights = inception_weights()
@@ -438,6 +441,14 @@ def ensure_default_data(raw: dict, cluster=None) -> None:
     if _default_data_unprepared(raw):
         log.info("no prepared set at %s yet: preparing the bundled Pokémon set first", DEFAULT_DATA)
         prepare("bundled", DEFAULT_DATA, PrepareOptions(), cluster or cluster_options())
+
+
+def _checked_once_ray_is_up(data_uri: str, args: argparse.Namespace) -> bool:
+    """A local --data on a cluster joined through RAY_ADDRESS: whether the other nodes can see it (one node, or
+    --shared-filesystem) is known once Ray is up, and that is the first thing to tell a user whose data is local;
+    the data set itself is read after that check."""
+    return (bool(os.environ.get("RAY_ADDRESS")) and not getattr(args, "shared_filesystem", False)
+            and not data_uri.startswith("s3://"))
 
 
 def _default_data_unprepared(raw: dict) -> bool:

@@ -719,10 +719,11 @@ class SearchPlan:
 
 def plan_search(space: SearchSpace | None, *, storage_uri: str, name: str, data_uri: str | None = None,
                 overrides: dict[str, dict[str, Any]] | None = None, samples: int | None = None,
-                concurrent: int | None = None, resume: bool = False, data_prepared_later: bool = False) -> SearchPlan:
+                concurrent: int | None = None, resume: bool = False, data_checked_later: bool = False) -> SearchPlan:
     """Everything about a search that can be wrong before Ray starts: the storage, the search to resume (or
     a name already taken), the settings, and the base config against its data set. With
-    `data_prepared_later` (the bundled set, prepared on first use) the config is checked without its data."""
+    `data_checked_later` (the bundled set, prepared on first use; a local data set
+    on a joined cluster, whose reach is checked first once Ray is up) the config is checked without its data."""
     try:
         storage = location(storage_uri)
         storage.check_writable()
@@ -748,7 +749,7 @@ def plan_search(space: SearchSpace | None, *, storage_uri: str, name: str, data_
             settings = space.settings.with_overrides(samples=samples, concurrent=concurrent)
         except ValueError as error:
             raise SearchError(str(error)) from None
-    if data_prepared_later:
+    if data_checked_later:
         try:
             check_config_without_data(merge_sections(dict(space.base), overrides))
         except ValueError as error:

@@ -162,12 +162,13 @@ def writable_storage(storage_uri: str) -> Location:
 
 
 def check_before_ray(raw_config: dict[str, Any], *, storage_uri: str, name: str | None, resume: bool,
-                     data_prepared_later: bool = False) -> None:
+                     data_checked_later: bool = False) -> None:
     """What `train` checks that needs no cluster (the storage, the config, the data set, the run's name), so a
-    mistake costs no Ray start. With `data_prepared_later` (the bundled set, prepared on first use) the config
+    mistake costs no Ray start. With `data_checked_later` (the bundled set, prepared on first use; a local
+    data set on a joined cluster, whose reach is checked first once Ray is up) the config
     is checked without its data set; `train` checks it against the set again."""
     storage = writable_storage(storage_uri)
-    if not data_prepared_later:
+    if not data_checked_later:
         prepare_run(raw_config, storage=storage, name=name, resume=resume, inception_weights=None,
                     warm_start_uri=None, cluster=ClusterOptions())
         return
