@@ -105,8 +105,7 @@ def retrain(options: RetrainOptions,
     holds the lock; every later failure becomes a "failed" outcome with the champion untouched."""
     started_at = clock()
     registry = ModelRegistry(options.registry_uri, options.model_name)
-    check_config(registry, options)
-    check_cluster_reach(registry, options)
+    check_cluster_reach(registry, options, check_config(registry, options))
     lock = registry.lock(LOCK_OWNER, ttl_seconds=options.lock_ttl_seconds)
     lock.acquire(options.wait_seconds)
     progress = _Progress()
@@ -157,7 +156,7 @@ def _retrain_locked(registry: ModelRegistry, options: RetrainOptions, started_at
         else:
             check_warm_start(registry, champion, raw)
             warm_start_uri = champion.generator_uri
-    storage_uri = options.storage_uri or registry.base.join(RUNS_FOLDER).uri
+    storage_uri = _runs_uri(registry, options)
     run_name = "retrain-" + started_at.strftime("%Y%m%d-%H%M%S")
     clock_started = time.monotonic()
     outcome = train(raw, storage_uri=storage_uri, name=run_name, inception_weights=options.inception_weights,
@@ -223,29 +222,34 @@ def _retrain_locked(registry: ModelRegistry, options: RetrainOptions, started_at
                           candidate_fid, champion_scores["fid"] if champion_scores else None, outcome.run_uri)
 
 
-def check_config(registry: ModelRegistry, options: RetrainOptions) -> None:
-    """Resolve the candidate's config once without the lock: a typo in --set is the caller's to fix
-    (the run under the lock resolves it again, from the champion it then sees)."""
+def check_config(registry: ModelRegistry, options: RetrainOptions) -> dict[str, Any]:
+    """Resolve the candidate's config once without the lock and return it raw: a typo in --set is the
+    caller's to fix (the run under the lock resolves it again, from the champion it then sees)."""
     try:
         raw = candidate_config(registry.champion(), options)
-        location(options.storage_uri or registry.base.join(RUNS_FOLDER).uri).check_writable()
+        location(_runs_uri(registry, options)).check_writable()
         if _needs_bundled_set(raw):
-            check_config_without_data(raw)
-            return  # AC-GAN's classes come from the data set: checked against it once it is prepared
-        resolve_config(raw)
+            check_config_without_data(raw)  # AC-GAN's classes come from the data set: checked once it is prepared
+        else:
+            resolve_config(raw)
     except (ValueError, TrainError, StorageError) as error:
         raise RetrainConfigError(str(error)) from None
+    return raw
 
 
-def check_cluster_reach(registry: ModelRegistry, options: RetrainOptions) -> None:
-    """Every node must reach the candidate's data and run folder (a multi-node cluster needs s3://)."""
-    raw = candidate_config(registry.champion(), options)
+def check_cluster_reach(registry: ModelRegistry, options: RetrainOptions, raw: dict[str, Any]) -> None:
+    """Every node must reach the candidate's data (`raw`'s) and run folder (a multi-node cluster needs s3://)."""
     try:
         require_shared_storage({"--data": raw.get("data", {}).get("uri", DEFAULT_DATA_URI),
-                                "--storage": options.storage_uri or registry.base.join(RUNS_FOLDER).uri},
+                                "--storage": _runs_uri(registry, options)},
                                options.cluster)
     except ClusterError as error:
         raise RetrainConfigError(str(error)) from None
+
+
+def _runs_uri(registry: ModelRegistry, options: RetrainOptions) -> str:
+    """Where the candidate's run goes: --storage, else REGISTRY/runs."""
+    return options.storage_uri or registry.base.join(RUNS_FOLDER).uri
 
 
 def candidate_config(champion: ModelVersion | None, options: RetrainOptions) -> dict[str, Any]:
