@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import sys
 
 log = logging.getLogger("pokegan_ray")
@@ -494,9 +495,30 @@ def init_ray(args: argparse.Namespace | None = None):
     if not ray.is_initialized():
         # A local cluster gets its dashboard (it frees the placement groups of stopped trials) at an address
         # every worker is told, so a second Ray on the machine cannot confuse them.
-        ray.init(logging_level=logging.WARNING, configure_logging=True,
-                 **ray_init_arguments(os.environ.get("RAY_ADDRESS") or None, quiet))
+        address = os.environ.get("RAY_ADDRESS") or None
+        try:
+            ray.init(logging_level=logging.WARNING, configure_logging=True, **ray_init_arguments(address, quiet))
+        except RuntimeError as error:
+            mismatch = version_mismatch(str(error))
+            if mismatch is None:
+                raise
+            raise UsageError(f"cannot join the Ray cluster at {address}: {mismatch}") from None
     return options
+
+
+def version_mismatch(ray_error: str) -> str | None:
+    """What to do when Ray refuses this driver because the cluster runs another Python or Ray (a driver must
+    match it), from Ray's `Version mismatch` message; None for any other error."""
+    if not ray_error.startswith("Version mismatch"):
+        return None
+    versions = re.findall(r"Ray: (\S+)\s+Python: (\S+)", ray_error)
+    if len(versions) != 2:
+        return ray_error.splitlines()[0]
+    (cluster_ray, cluster_python), (own_ray, own_python) = versions
+    return (f"it runs Ray {cluster_ray} on Python {cluster_python}, this process Ray {own_ray} on Python "
+            f"{own_python}, and a driver must match its Ray and Python minor version. Submit the command as a "
+            f"job instead (`ray job submit --address http://HEAD:8265 -- pokegan ...`: any client Python "
+            f"works), or run it from a Python {'.'.join(cluster_python.split('.')[:2])} environment")
 
 
 def main(argv: list[str] | None = None) -> int:

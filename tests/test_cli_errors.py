@@ -53,3 +53,21 @@ def test_a_mistake_is_one_line_and_exit_2_before_ray_starts_and_leaves_nothing_b
     assert message.replace("{tmp}", str(tmp_path)) in errors[0]
     assert not (tmp_path / "ray-tmp").exists(), "Ray was started before the mistake was found"
     assert not (tmp_path / "new-runs").exists() and not (tmp_path / "new-data").exists()
+
+
+def test_a_driver_on_another_python_than_the_cluster_is_told_to_submit_a_job():
+    """Ray refuses a driver whose Python differs from the cluster's (3.13 here, a 3.11 cluster image): the
+    user is told what differs and that `ray job submit` works from any client Python (checked by hand with a
+    3.13 client against a 3.11 head). The message is Ray's own, from the check `ray.init` runs."""
+    from ray._private.utils import check_version_info
+
+    from pokegan_ray.cli import version_mismatch
+
+    with pytest.raises(RuntimeError) as refused:
+        check_version_info({"ray_version": "2.60.0", "python_version": "3.9.18"}, "node 10.0.0.1",
+                           raise_on_mismatch=True, python_version_match_level="minor")
+    advice = version_mismatch(str(refused.value))
+    own = "%d.%d.%d" % sys.version_info[:3]
+    assert advice.startswith(f"it runs Ray 2.60.0 on Python 3.9.18, this process Ray 2.60.0 on Python {own}")
+    assert "ray job submit" in advice and "a Python 3.9 environment" in advice
+    assert version_mismatch("Failed to connect to GCS at 10.0.0.1:6379") is None
