@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 import sys
 import threading
 import time
@@ -96,6 +97,10 @@ def quiet_environment(is_verbose: bool) -> None:
     os.environ.setdefault("RAY_DATA_LOGGING_CONFIG", RAY_DATA_LOGGING_CONFIG)
     # Ray's deprecation notices about its own internal settings are not the user's to act on.
     warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"ray\.")
+    # Tune's advice to PBT users that pokegan has taken care of: it hands each copied checkpoint over itself
+    # (SEARCH/handoffs/), so Tune deleting its own early does no harm; and a trial restarts in a fresh process.
+    for advice in ("Using `CheckpointConfig.num_to_keep <= 2` with PBT", "Consider boosting PBT performance"):
+        warnings.filterwarnings("ignore", message=re.escape(advice), category=UserWarning, module=r"ray\.tune")
     if not os.environ.get("RAY_ADDRESS"):
         # The local Ray pokegan starts turns token authentication on and warns that it did, on every command.
         logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)

@@ -7,6 +7,7 @@ import io
 import logging
 import math
 import os
+import warnings
 
 import pytest
 
@@ -202,12 +203,34 @@ def test_ray_datas_console_keeps_its_warnings_and_drops_its_info_and_progress_ba
 def test_quiet_unless_verbose(monkeypatch):
     for name in ("RAY_AIR_NEW_OUTPUT", "TUNE_WARN_THRESHOLD_S", "RAY_DATA_LOGGING_CONFIG"):
         monkeypatch.delenv(name, raising=False)
-    terminal.quiet_environment(is_verbose=True)
-    assert "RAY_DATA_LOGGING_CONFIG" not in os.environ and "RAY_AIR_NEW_OUTPUT" not in os.environ
-    terminal.quiet_environment(is_verbose=False)
-    assert os.environ["RAY_DATA_LOGGING_CONFIG"] == terminal.RAY_DATA_LOGGING_CONFIG
-    assert os.path.exists(terminal.RAY_DATA_LOGGING_CONFIG)
-    assert os.environ["RAY_AIR_NEW_OUTPUT"] == "0" and float(os.environ["TUNE_WARN_THRESHOLD_S"]) >= 60
+
+    def shown(message: str, category, module: str) -> bool:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.warn_explicit(message, category, f"/site-packages/{module.replace('.', '/')}.py", 1, module)
+        return bool(caught)
+
+    pbt_advice = "Using `CheckpointConfig.num_to_keep <= 2` with PBT can lead to restoration problems"
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        terminal.quiet_environment(is_verbose=True)
+        assert "RAY_DATA_LOGGING_CONFIG" not in os.environ and "RAY_AIR_NEW_OUTPUT" not in os.environ
+        assert shown(pbt_advice, UserWarning, "ray.tune.schedulers.pbt")
+        terminal.quiet_environment(is_verbose=False)
+        assert os.environ["RAY_DATA_LOGGING_CONFIG"] == terminal.RAY_DATA_LOGGING_CONFIG
+        assert os.path.exists(terminal.RAY_DATA_LOGGING_CONFIG)
+        assert os.environ["RAY_AIR_NEW_OUTPUT"] == "0" and float(os.environ["TUNE_WARN_THRESHOLD_S"]) >= 60
+        assert not shown(pbt_advice, UserWarning, "ray.tune.schedulers.pbt")
+        assert not shown("`ExecutionOptions.exclude_resources` is deprecated", DeprecationWarning,
+                         "ray.data._internal.execution.interfaces.execution_options")
+        assert shown("a warning of pokegan's own", UserWarning, "pokegan_ray.training.loop")
+    # In each Ray worker of the job, on whichever node (`worker_process_setup_hook`): Ray Data's config from there.
+    monkeypatch.delenv("RAY_DATA_LOGGING_CONFIG")
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        terminal.worker_setup()
+        assert os.environ["RAY_DATA_LOGGING_CONFIG"] == terminal.RAY_DATA_LOGGING_CONFIG
+        assert not shown("`ExecutionOptions.exclude_resources` is deprecated", DeprecationWarning,
+                         "ray.data._internal.execution.interfaces.execution_options")
 
 
 @pytest.mark.parametrize("signal, expected", [("fid", 280.1), ("kid", 0.2801)])
