@@ -199,8 +199,8 @@ class Counter:
                 TimeRemainingColumn
 
             self._progress = Progress(TextColumn(f"{PREFIX}{self.stage}", markup=False), BarColumn(),
-                                      MofNCompleteColumn(), TextColumn(self.unit), TimeElapsedColumn(), TextColumn("ETA"),
-                                      TimeRemainingColumn(), console=_console(self.console))
+                                      MofNCompleteColumn(), TextColumn(self.unit), TimeElapsedColumn(),
+                                      TextColumn("ETA"), TimeRemainingColumn(), console=_console(self.console))
             self._task = self._progress.add_task(self.stage, total=self.total or None)
             self._progress.start()
         return self
@@ -365,10 +365,12 @@ class SearchView:
                 self._poller = _Poller(self.poll, self.interval).start()
         return self
 
-    def show(self, record, line: str) -> None:
-        """A trial event: its ledger record as it is now, and the line that says what happened."""
+    def show(self, record, line: str, note: bool = False) -> None:
+        """A trial event: its ledger record as it is now, and the line that says what happened (on a terminal
+        too when it is a `note`: what a row cannot show, such as a restart)."""
+        if self._live is None or note:
+            say(line)  # on a terminal: above the table
         if self._live is None:
-            say(line)
             return
         with self._lock:
             self.rows[record.number] = record
@@ -438,15 +440,15 @@ class SearchView:
             self._live.stop()
 
 
-def show_trial(record, line: str) -> None:
+def show_trial(record, line: str, note: bool = False) -> None:
     """A search's trial event (its ledger record now, and the line that says what happened) through the
-    search's view; without one, the line. Looked up when called: Tune restores a resumed search's callback
-    from its saved state, where no view could be kept."""
+    search's view (see `SearchView.show`); without one, the line. Looked up when called: Tune restores a
+    resumed search's callback from its saved state, where no view could be kept."""
     view = SearchView.active
     if view is None:
         say(line)
     else:
-        view.show(record, line)
+        view.show(record, line, note=note)
 
 
 def differing_params(records: list) -> list[str]:

@@ -540,14 +540,14 @@ def _progress_callback(ledger: Ledger, stops: StopLog, context: TrialContext, sa
                                      run_uri=location(context.runs_uri).join(trial.trial_id).uri,
                                      queued_at=self.first_seen.get(trial.trial_id, time.time()), started_at=time.time())
             elif record.finished:
-                terminal.show_trial(record, f"trial {record.number}/{samples} {trial.trial_id} had {record.status} before the "
-                                  "restart: its results are kept")
+                _show(record, f"trial {record.number}/{samples} {trial.trial_id} had {record.status} before the "
+                              "restart: its results are kept", note=True)
                 return
             record.status, record.reason = RUNNING, ""
             ledger.write(record)
             # Again after a pause (PBT) or a lost process: it goes on from its latest checkpoint.
             started = "continues" if record.history else "started"
-            terminal.show_trial(record, f"trial {record.number}/{samples} {trial.trial_id} {started}: {record.params_text()}")
+            _show(record, f"trial {record.number}/{samples} {trial.trial_id} {started}: {record.params_text()}")
 
         def on_trial_result(self, iteration, trials, trial, result, **info):
             record = ledger.read(trial.trial_id)
@@ -562,8 +562,8 @@ def _progress_callback(ledger: Ledger, stops: StopLog, context: TrialContext, sa
                 "handoffs": int(result.get("handoffs", 0))})
             ledger.write(record)
             also = f", {_signal_text(signal, result)}" if signal != "fid" else ""
-            terminal.show_trial(record, f"trial {record.number}/{samples} step {result['step']}: FID {result['fid']:.1f} "
-                              f"(best {record.best_fid:.1f}){also} after {int(result['images_seen']):,} images")
+            _show(record, f"trial {record.number}/{samples} step {result['step']}: FID {result['fid']:.1f} "
+                          f"(best {record.best_fid:.1f}){also} after {int(result['images_seen']):,} images")
 
         def on_trial_recover(self, iteration, trials, trial, **info):
             record = ledger.read(trial.trial_id)
@@ -572,8 +572,8 @@ def _progress_callback(ledger: Ledger, stops: StopLog, context: TrialContext, sa
             error = _error_reason(trial)
             record.restarts.append({"after_step": record.step, "error": error})
             ledger.write(record)
-            terminal.show_trial(record, f"trial {record.number}/{samples} lost its process after step {record.step} ({error}): "
-                              "Tune restarts it from its last checkpoint")
+            _show(record, f"trial {record.number}/{samples} lost its process after step {record.step} ({error}): Tune "
+                          "restarts it from its last checkpoint", note=True)
 
         def on_trial_complete(self, iteration, trials, trial, **info):
             record = ledger.read(trial.trial_id)
@@ -583,8 +583,8 @@ def _progress_callback(ledger: Ledger, stops: StopLog, context: TrialContext, sa
             record.status, record.reason = (STOPPED, reason) if reason else (COMPLETED, "")
             record.stop = stops.decision(trial.trial_id)
             ledger.write(record)
-            terminal.show_trial(record, f"trial {record.number}/{samples} {record.status}: best FID {record.best_fid:.1f} after "
-                              f"{record.images_seen:,} images{f' ({reason})' if reason else ''}")
+            _show(record, f"trial {record.number}/{samples} {record.status}: best FID {record.best_fid:.1f} after "
+                          f"{record.images_seen:,} images{f' ({reason})' if reason else ''}")
 
         def on_trial_error(self, iteration, trials, trial, **info):
             record = ledger.read(trial.trial_id) or TrialRecord(
@@ -593,7 +593,7 @@ def _progress_callback(ledger: Ledger, stops: StopLog, context: TrialContext, sa
                 return
             record.status, record.reason = FAILED, _error_reason(trial)
             ledger.write(record)
-            terminal.show_trial(record, f"trial {record.number}/{samples} failed: {record.reason} (the search goes on)")
+            _show(record, f"trial {record.number}/{samples} failed: {record.reason} (the search goes on)")
 
     return SearchProgress()
 
@@ -627,6 +627,11 @@ def _error_reason(trial) -> str:
 def _say(line: str) -> None:
     sys.stdout.write(f"[pokegan] {line}\n")
     sys.stdout.flush()
+
+
+def _show(record: TrialRecord, line: str, note: bool = False) -> None:
+    """A trial event through the search's view: its row, or off a terminal the line (`note`: the line always)."""
+    terminal.show_trial(record, line, note=note)
 
 
 # -- the search ------------------------------------------------------------------------------
