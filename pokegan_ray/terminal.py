@@ -152,6 +152,16 @@ def _console(console=None):
     return Console()
 
 
+def _redirects() -> dict[str, bool]:
+    """What a live view takes over: stdout, where it draws; stderr only when that is the terminal too (`2>file`
+    keeps the log lines in the file)."""
+    try:
+        stderr_on_terminal = sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        stderr_on_terminal = False
+    return {"redirect_stdout": True, "redirect_stderr": stderr_on_terminal}
+
+
 class _Poller:
     """Calls `poll` every `interval` seconds in a daemon thread until stopped (then once more)."""
 
@@ -200,7 +210,8 @@ class Counter:
 
             self._progress = Progress(TextColumn(f"{PREFIX}{self.stage}", markup=False), BarColumn(),
                                       MofNCompleteColumn(), TextColumn(self.unit), TimeElapsedColumn(),
-                                      TextColumn("ETA"), TimeRemainingColumn(), console=_console(self.console))
+                                      TextColumn("ETA"), TimeRemainingColumn(), console=_console(self.console),
+                                      **_redirects())
             self._task = self._progress.add_task(self.stage, total=self.total or None)
             self._progress.start()
         return self
@@ -267,7 +278,7 @@ class TrainingView:
             self._progress = Progress(
                 TextColumn(f"{PREFIX}step {{task.completed:,.0f}}/{{task.total:,.0f}}", markup=False), BarColumn(),
                 TextColumn("{task.fields[images]} images  {task.fields[rate]} img/s  {task.fields[fid]}  "
-                           "ETA {task.fields[eta]}"), console=_console(self.console))
+                           "ETA {task.fields[eta]}"), console=_console(self.console), **_redirects())
             self._task = self._progress.add_task("train", total=self.total_steps, images="0", rate="-", fid="FID -",
                                                  eta="-")
             self._progress.start()
@@ -359,7 +370,7 @@ class SearchView:
             from rich.live import Live
 
             self._live = Live(console=_console(self.console), get_renderable=self.table, refresh_per_second=2,
-                              redirect_stdout=True, redirect_stderr=True)
+                              **_redirects())
             self._live.start()
             if self.read is not None:
                 self._poller = _Poller(self.poll, self.interval).start()
