@@ -237,7 +237,7 @@ def train(raw_config: dict[str, Any], *, storage_uri: str, name: str | None = No
             callbacks=callbacks or None,
             # Ray Train's own INFO lines (resources requested, worker group started, process group set up) stay
             # in its log files; pokegan says what matters.
-            logging_config=LoggingConfig(log_level="DEBUG" if terminal.verbose() else "WARNING")),
+            logging_config=LoggingConfig(log_level="INFO" if terminal.verbose() else "WARNING")),
     )
     log.info("training %s: %d steps on %d %s worker(s); run folder %s", run.name, experiment.total_steps,
              scale.workers, "GPU" if scale.use_gpu else "CPU", run.folder.uri)
