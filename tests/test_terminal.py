@@ -184,16 +184,20 @@ def test_ray_datas_console_keeps_its_warnings_and_drops_its_info_and_progress_ba
     from ray.data._internal import logging as ray_data_logging
 
     logger = logging.getLogger("ray.data._internal.execution.streaming_executor")
+    ray_data = logging.getLogger("ray.data")
+    saved = list(ray_data.handlers), ray_data.level, ray_data.propagate
     monkeypatch.setenv("RAY_DATA_LOGGING_CONFIG", terminal.RAY_DATA_LOGGING_CONFIG)
     try:
-        ray_data_logging.configure_logging()
+        ray_data_logging.configure_logging()  # as `import ray.data` does, with pokegan's config
         logger.info("Starting execution of Dataset train_1_0")
         logger.warning("Progress bars disabled. To enable, set `ray.data.DataContext.get_current()...`")
         logger.warning("a real warning from Ray Data")
-        levels = {handler.name: handler.level for handler in logging.getLogger("ray.data").handlers}
+        levels = {handler.name: handler.level for handler in ray_data.handlers}
     finally:
-        monkeypatch.delenv("RAY_DATA_LOGGING_CONFIG")
-        ray_data_logging.configure_logging()  # Ray Data's default again
+        # Ray Data's own handlers back (the ones made here write to this test's captured stderr, closed after it).
+        ray_data.handlers[:] = saved[0]
+        ray_data.setLevel(saved[1])
+        ray_data.propagate = saved[2]
     said = capsys.readouterr().err
     assert "a real warning from Ray Data" in said
     assert "Starting execution" not in said and "Progress bars disabled" not in said
