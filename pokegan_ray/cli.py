@@ -267,7 +267,7 @@ def run_train(args: argparse.Namespace) -> int:
         ensure_default_data(raw, cluster)
     try:
         outcome = train(raw, storage_uri=args.storage, name=args.name, resume=args.resume,
-                        inception_weights=weights, cluster=cluster)
+                        inception_weights=weights, cluster=cluster, show_progress=True)
     except TrainError as error:
         raise UsageError(str(error)) from None
     fid = f"FID {outcome.fid:.2f} (N={outcome.fid_num_images})" if outcome.fid is not None else "no FID"
@@ -481,7 +481,10 @@ def _require_shared_storage(places: dict[str, str], cluster) -> None:
 
 def init_ray(args: argparse.Namespace | None = None):
     """Join the cluster named by RAY_ADDRESS, or start a local one; returns the ClusterOptions."""
-    # Ray Data's progress bars redraw every second from every worker and bury the progress lines.
+    from pokegan_ray import ray_compat, terminal
+
+    # Ray Data's progress bars redraw every second from every worker and bury pokegan's own progress; told to
+    # the workers of a joined cluster too (a local one inherits this process's environment).
     quiet = {"RAY_DATA_DISABLE_PROGRESS_BARS": os.environ.get("RAY_DATA_DISABLE_PROGRESS_BARS", "1")}
     os.environ.update(quiet)  # before ray.data is imported here, and inherited by a local cluster
     # Tune saves the search's state whenever a trial has rotated its kept checkpoints, which is what a fresh
@@ -497,13 +500,21 @@ def init_ray(args: argparse.Namespace | None = None):
         # every worker is told, so a second Ray on the machine cannot confuse them.
         address = os.environ.get("RAY_ADDRESS") or None
         try:
-            ray.init(logging_level=logging.WARNING, configure_logging=True, **ray_init_arguments(address, quiet))
+            ray.init(logging_level=logging.WARNING, configure_logging=True,
+                     **ray_init_arguments(address, quiet,
+                                          worker_setup=None if terminal.verbose() else WORKER_SETUP))
         except RuntimeError as error:
             mismatch = version_mismatch(str(error))
             if mismatch is None:
                 raise
             raise UsageError(f"cannot join the Ray cluster at {address}: {mismatch}") from None
+    if not terminal.verbose():
+        ray_compat.filter_forwarded_logs(terminal.keep_forwarded_line)
     return options
+
+
+# Run by Ray in each worker process of a pokegan job: Ray's libraries there as quiet as in the driver.
+WORKER_SETUP = "pokegan_ray.terminal.worker_setup"
 
 
 def version_mismatch(ray_error: str) -> str | None:
@@ -523,18 +534,10 @@ def version_mismatch(ray_error: str) -> str | None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="[pokegan] %(message)s", stream=sys.stderr)
-    # Ray and its dependencies log at INFO through the root logger; keep our lines readable.
-    for noisy in ("ray", "urllib3", "botocore", "s3fs", "fsspec", "filelock"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    if not args.verbose:
-        # Tune's own output (a configuration box, "View detailed results here", a TensorBoard hint into Ray's
-        # session folder) repeats or contradicts what pokegan prints; its legacy engine at verbose=0 is silent.
-        os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-        if not os.environ.get("RAY_ADDRESS"):
-            # The local Ray pokegan starts turns token authentication on and warns that it did, on every command.
-            logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
+    from pokegan_ray import terminal
+
+    # pokegan's own lines; Ray's, Ray Data's, Tune's and Optuna's output kept out of the way unless -v.
+    terminal.setup_logging(args.verbose)
     try:
         return args.handler(args)
     except UsageError as error:

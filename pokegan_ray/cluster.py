@@ -282,7 +282,7 @@ def duration_text(seconds: float) -> str:
     return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
 
 
-def ray_init_arguments(address: str | None, env_vars: dict[str, str]) -> dict:
+def ray_init_arguments(address: str | None, env_vars: dict[str, str], worker_setup: str | None = None) -> dict:
     """`ray.init` arguments that let every worker of this job find its own cluster's state API.
 
     Ray Train's placement-group cleaner (the actor that frees a run's reserved CPUs once its
@@ -291,17 +291,21 @@ def ray_init_arguments(address: str | None, env_vars: dict[str, str]) -> dict:
     machine. With a second Ray on the machine the scan fails ("Found multiple active Ray
     instances"), the cleaner dies, and the next trials wait forever for CPUs that nobody frees. So a
     local cluster gets its dashboard on a port chosen here, and a joined cluster's address is
-    passed on to the workers.
+    passed on to the workers. `worker_setup` ("module.function") runs in every worker process of the job
+    (Ray's `worker_process_setup_hook`).
     """
     env = dict(env_vars)
+    runtime_env: dict = {"env_vars": env}
+    if worker_setup:
+        runtime_env["worker_process_setup_hook"] = worker_setup
     if address is None:
         port = free_port()
         env["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
         return {"address": None, "include_dashboard": True, "dashboard_host": "127.0.0.1", "dashboard_port": port,
-                "runtime_env": {"env_vars": env}}
+                "runtime_env": runtime_env}
     if "://" not in address and address != "auto":
         env["RAY_ADDRESS"] = address
-    return {"address": address, "runtime_env": {"env_vars": env}}
+    return {"address": address, "runtime_env": runtime_env}
 
 
 def free_port() -> int:

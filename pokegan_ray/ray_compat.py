@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Any, Callable
 
 log = logging.getLogger(__name__)
 
@@ -126,3 +127,38 @@ def quiet_train_loggers() -> None:
     # "Checkpoint successfully created at ...", once per checkpoint, from Ray Train's and Tune's storage code.
     for name in ("ray.train.v2._internal.execution.storage", "ray.train._internal.storage"):
         logging.getLogger(name).setLevel(logging.WARNING)
+
+
+DRIVER_LOG_HANDLER = "ray_print_logs"
+
+
+def filter_forwarded_logs(keep: Callable[[Any, str], bool]) -> bool:
+    """Drop the lines Ray forwards to this driver that `keep(source, line)` rejects (`source`: the "pid" Ray
+    names the line's process by: a number, "gcs_server", "raylet", "autoscaler").
+
+    With `log_to_driver` (the default) `ray.init` registers one handler, "ray_print_logs" (a partial of
+    `ray._private.worker.print_to_stdstream`), on `ray._private.ray_logging.global_worker_stdstream_dispatcher`,
+    which the driver's log thread feeds with each batch the log monitors publish: workers' output and the
+    GCS's and raylet's error files. That handler is wrapped here. False (nothing filtered) where it is not
+    registered (log_to_driver=False, or Ray not started) or the internals moved.
+    """
+    try:
+        from ray._private.ray_logging import global_worker_stdstream_dispatcher as dispatcher
+    except ImportError:
+        return False
+    with dispatcher._lock:
+        handlers = list(dispatcher.handlers)
+    for name, handler in handlers:
+        if name != DRIVER_LOG_HANDLER or getattr(handler, "pokegan_filtered", False):
+            continue
+
+        def print_kept(data, print_lines=handler):
+            lines = [line for line in data.get("lines", []) if keep(data.get("pid"), line)]
+            if lines:
+                print_lines({**data, "lines": lines})
+
+        print_kept.pokegan_filtered = True
+        dispatcher.remove_handler(DRIVER_LOG_HANDLER)
+        dispatcher.add_handler(DRIVER_LOG_HANDLER, print_kept)
+        return True
+    return any(name == DRIVER_LOG_HANDLER for name, _ in handlers)

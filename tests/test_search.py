@@ -22,6 +22,7 @@ import pytest
 import yaml
 from PIL import Image
 
+from drivers import library_noise
 from local_clusters import short_temp_dir, stop_processes_under
 from image_files import prepare_two_type_set
 from pokegan_ray import cli
@@ -190,6 +191,15 @@ def test_pbt_continues_a_worse_trial_from_a_better_ones_checkpoint_with_perturbe
     output = "".join(seen) + rest
     assert driver.returncode == 130, output[-3000:]
     assert "pokegan tune --resume --name pbt" in output  # Ctrl+C says how to go on
+    # What `pokegan tune` prints off a terminal (issue 14): pokegan's own plain lines, one per trial event (each
+    # trial's start, its evaluation, the copy), not its trials' training steps, nor Ray's, Ray Data's (the trials'
+    # TorchTrainers read through it), Ray Train's or Optuna's logging.
+    assert not library_noise(output), library_noise(output)
+    events = [line for line in output.splitlines() if line.startswith("[pokegan] trial ")]
+    assert len([line for line in events if re.fullmatch(r"\[pokegan\] trial \d/2 \w+ started: .*", line)]) == 2
+    assert len([line for line in events if "continues from trial" in line]) == 1, events
+    assert not any("[pokegan] step " in line for line in output.splitlines()), output[-3000:]
+    assert not any("\x1b" in line or "\r" in line for line in events)
 
     def results(record):
         lines = (storage / "pbt" / f"trial_{record.trial_id}" / "result.json").read_text().splitlines()

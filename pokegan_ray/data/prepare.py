@@ -25,11 +25,13 @@ import hashlib
 import json
 import logging
 import posixpath
+import threading
 from dataclasses import dataclass
 
 import numpy as np
 import pyarrow.parquet as pq
 
+from pokegan_ray import terminal
 from pokegan_ray.cluster import ClusterError, ClusterOptions, wait_for_capacity
 from pokegan_ray.data import images as image_ops
 from pokegan_ray.data.sources import BUNDLED, Source, SourceError, open_source
@@ -177,8 +179,15 @@ def _scan(source: Source, options: PrepareOptions, ray_data) -> dict[str, tuple[
     log.info("scan: hashing and decoding %d files", len(source.images))
     dataset = ray_data.read_binary_files([image.path for image in source.images], filesystem=source.filesystem,
                                          include_paths=True)
-    rows = dataset.map_batches(scan_batch, batch_size=32, batch_format="numpy").take_all()
-    return {row["path"]: (row["sha256"], row["reason"]) for row in rows}
+    scanned = {}
+    # Streamed back as Ray Data finishes each block, so the driver counts the files as they are scanned.
+    with terminal.Counter("scan", len(source.images), "files") as counter:
+        for batch in dataset.map_batches(scan_batch, batch_size=32, batch_format="numpy").iter_batches(
+                batch_size=None, batch_format="numpy"):
+            scanned.update((path, (sha256, reason)) for path, sha256, reason in
+                           zip(batch["path"], batch["sha256"], batch["reason"]))
+            counter.advance(len(batch["path"]))
+    return scanned
 
 
 def _content_hash(source: Source, scanned: dict[str, tuple[str, str]], options: PrepareOptions) -> str:
@@ -201,13 +210,15 @@ def _options_record(options: PrepareOptions) -> dict:
 
 
 class _BuildRows:
-    """Ray Data UDF: raw file bytes -> one row per (augmentation, resolution)."""
+    """Ray Data UDF: raw file bytes -> one row per (augmentation, resolution); each batch's row count is added
+    to `rows_built` (a `RowCounter` actor) for the driver's progress."""
 
-    def __init__(self, by_path, classes, options: PrepareOptions):
+    def __init__(self, by_path, classes, options: PrepareOptions, rows_built=None):
         self.by_path = by_path
         self.class_index = {name: index for index, name in enumerate(classes)}
         self.options = options
         self.work_px = 2 * max(options.resolutions)
+        self.rows_built = rows_built
 
     def __call__(self, batch):
         columns = collections.defaultdict(list)
@@ -226,6 +237,8 @@ class _BuildRows:
                     columns["type_secondary"].append(image.types[1] if len(image.types) > 1 else None)
                     columns["source"].append(image.key)
                     columns["augmentation"].append(augmentation_id)
+        if self.rows_built is not None:
+            self.rows_built.add.remote(len(columns["pixels"]))  # not waited for: progress only
         return {
             "pixels": np.asarray(columns["pixels"], dtype=object),
             "resolution": np.asarray(columns["resolution"], dtype=np.int16),
@@ -243,11 +256,53 @@ def _build(source: Source, usable, data_dir: Location, options: PrepareOptions, 
     _quietly(data_dir.delete_tree)  # leftovers of an interrupted run with the same hash
     dataset = ray_data.read_binary_files([image.path for image in usable], filesystem=source.filesystem,
                                          include_paths=True)
-    rows = dataset.map_batches(_BuildRows({image.path: image for image in usable}, source.classes, options),
-                               batch_size=4, batch_format="numpy")
-    rows.write_parquet(data_dir.path, filesystem=data_dir.filesystem, partition_cols=["resolution"],
-                       compression="zstd")
+    rows_built = row_counter()
+    rows = dataset.map_batches(_BuildRows({image.path: image for image in usable}, source.classes, options,
+                                          rows_built), batch_size=4, batch_format="numpy")
+    total = len(usable) * (options.augment + 1) * len(options.resolutions)
+    with terminal.Counter("build", total, "rows") as counter:
+        # The rows are written where they are built; the driver learns how many from the counter.
+        built = threading.Event()
+        watcher = threading.Thread(target=_follow, args=(rows_built, counter, built), daemon=True)
+        watcher.start()
+        try:
+            rows.write_parquet(data_dir.path, filesystem=data_dir.filesystem, partition_cols=["resolution"],
+                               compression="zstd")
+        finally:
+            built.set()
+            watcher.join(timeout=10)
+        counter.set(total)
     return _list_shards(data_dir)
+
+
+class RowCounter:
+    """A count the build tasks add to (a Ray actor that takes no CPU), read by the driver."""
+
+    def __init__(self):
+        self.count = 0
+
+    def add(self, amount: int) -> None:
+        self.count += amount
+
+    def value(self) -> int:
+        return self.count
+
+
+def row_counter():
+    import ray
+
+    return ray.remote(num_cpus=0)(RowCounter).remote()
+
+
+def _follow(rows_built, counter: terminal.Counter, built: threading.Event, interval: float = 0.5) -> None:
+    """Copy the actor's count into the driver's progress until the build is done."""
+    import ray
+
+    while not built.wait(interval):
+        try:
+            counter.set(ray.get(rows_built.value.remote(), timeout=5))
+        except Exception as error:  # noqa: BLE001 - progress only
+            log.debug("rows built: %s", error)
 
 
 def _list_shards(data_dir: Location) -> dict[str, list]:

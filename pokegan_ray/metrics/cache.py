@@ -141,7 +141,7 @@ def real_statistics(cache_root: Location, key: RealStatsKey,
             logger.warning("real FID statistics %s are unreadable (%s); recomputing them", target.uri, error)
         else:
             if cached.key == key:
-                logger.info("real FID statistics loaded from %s", target.uri)
+                logger.debug("real FID statistics loaded from %s", target.uri)
                 return cached
             logger.warning("real FID statistics %s hold another key (%s); recomputing them", target.uri,
                            cached.key.to_json())

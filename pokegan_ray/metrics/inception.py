@@ -202,7 +202,7 @@ def load_inception(weights_path: str | os.PathLike | None = None, *, device: str
         network, weights, device=device, batch_size=fast["batch_size"] if batch_size is None else batch_size,
         channels_last=fast["channels_last"] if channels_last is None else channels_last)
     extractor.check()
-    logger.info("FID Inception loaded from %s (sha256 %s, %s)", weights.path, weights.sha256[:12], weights.file_format)
+    logger.debug("FID Inception loaded from %s (sha256 %s, %s)", weights.path, weights.sha256[:12], weights.file_format)
     return extractor
 
 

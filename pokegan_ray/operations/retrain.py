@@ -160,7 +160,7 @@ def _retrain_locked(registry: ModelRegistry, options: RetrainOptions, started_at
     run_name = "retrain-" + started_at.strftime("%Y%m%d-%H%M%S")
     clock_started = time.monotonic()
     outcome = train(raw, storage_uri=storage_uri, name=run_name, inception_weights=options.inception_weights,
-                    warm_start_uri=warm_start_uri, cluster=options.cluster)
+                    warm_start_uri=warm_start_uri, cluster=options.cluster, show_progress=True)
     training_seconds = time.monotonic() - clock_started
     progress.run_uri = outcome.run_uri
     if outcome.status != "completed":

@@ -29,7 +29,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from pokegan_ray import ray_compat
+from pokegan_ray import ray_compat, terminal
 from pokegan_ray.cluster import Bundle, ClusterError, ClusterOptions, add_up, describe, duration_text, fits, \
     read_capacity, require_shared_storage, wait_for_capacity
 from pokegan_ray.metrics.evaluation import SIGNALS
@@ -38,7 +38,7 @@ from pokegan_ray.search.space import SearchSettings, SearchSpace, define_by_run,
 from pokegan_ray.storage import Location, StorageError, location
 from pokegan_ray.training.checkpoint import FILE_NAME as CHECKPOINT_FILE
 from pokegan_ray.training.config import ExperimentConfig, merge_sections
-from pokegan_ray.training.loop import STATUS_FILE, run_training
+from pokegan_ray.training.loop import PROGRESS_FILE, STATUS_FILE, run_training
 from pokegan_ray.training.session import TuneTrialSession
 from pokegan_ray.training.trainer import CONFIG_FILE, TrainError, check_config_without_data, prepare_run, \
     read_status, resolve_config, train, worker_bundles, write_run_config
@@ -517,7 +517,8 @@ def _progress_callback(ledger: Ledger, stops: StopLog, context: TrialContext, sa
     search = location(context.search_uri)
 
     class SearchProgress(Callback):
-        """One line per trial event on stdout, and the ledger written as things happen.
+        """Each trial event to the search's view (a line, or its row in the live table), and the ledger written
+        as things happen.
 
         A trial the ledger already calls finished (its results replayed after the search driver
         died) is left exactly as it is.
@@ -539,14 +540,14 @@ def _progress_callback(ledger: Ledger, stops: StopLog, context: TrialContext, sa
                                      run_uri=location(context.runs_uri).join(trial.trial_id).uri,
                                      queued_at=self.first_seen.get(trial.trial_id, time.time()), started_at=time.time())
             elif record.finished:
-                _say(f"trial {record.number}/{samples} {trial.trial_id} had {record.status} before the restart: "
-                     "its results are kept")
+                _show(record, f"trial {record.number}/{samples} {trial.trial_id} had {record.status} before the "
+                              "restart: its results are kept", note=True)
                 return
             record.status, record.reason = RUNNING, ""
             ledger.write(record)
             # Again after a pause (PBT) or a lost process: it goes on from its latest checkpoint.
             started = "continues" if record.history else "started"
-            _say(f"trial {record.number}/{samples} {trial.trial_id} {started}: {record.params_text()}")
+            _show(record, f"trial {record.number}/{samples} {trial.trial_id} {started}: {record.params_text()}")
 
         def on_trial_result(self, iteration, trials, trial, result, **info):
             record = ledger.read(trial.trial_id)
@@ -561,8 +562,8 @@ def _progress_callback(ledger: Ledger, stops: StopLog, context: TrialContext, sa
                 "handoffs": int(result.get("handoffs", 0))})
             ledger.write(record)
             also = f", {_signal_text(signal, result)}" if signal != "fid" else ""
-            _say(f"trial {record.number}/{samples} step {result['step']}: FID {result['fid']:.1f} "
-                 f"(best {record.best_fid:.1f}){also} after {int(result['images_seen']):,} images")
+            _show(record, f"trial {record.number}/{samples} step {result['step']}: FID {result['fid']:.1f} "
+                          f"(best {record.best_fid:.1f}){also} after {int(result['images_seen']):,} images")
 
         def on_trial_recover(self, iteration, trials, trial, **info):
             record = ledger.read(trial.trial_id)
@@ -571,8 +572,8 @@ def _progress_callback(ledger: Ledger, stops: StopLog, context: TrialContext, sa
             error = _error_reason(trial)
             record.restarts.append({"after_step": record.step, "error": error})
             ledger.write(record)
-            _say(f"trial {record.number}/{samples} lost its process after step {record.step} ({error}): Tune "
-                 "restarts it from its last checkpoint")
+            _show(record, f"trial {record.number}/{samples} lost its process after step {record.step} ({error}): Tune "
+                          "restarts it from its last checkpoint", note=True)
 
         def on_trial_complete(self, iteration, trials, trial, **info):
             record = ledger.read(trial.trial_id)
@@ -582,8 +583,8 @@ def _progress_callback(ledger: Ledger, stops: StopLog, context: TrialContext, sa
             record.status, record.reason = (STOPPED, reason) if reason else (COMPLETED, "")
             record.stop = stops.decision(trial.trial_id)
             ledger.write(record)
-            _say(f"trial {record.number}/{samples} {record.status}: best FID {record.best_fid:.1f} after "
-                 f"{record.images_seen:,} images{f' ({reason})' if reason else ''}")
+            _show(record, f"trial {record.number}/{samples} {record.status}: best FID {record.best_fid:.1f} after "
+                          f"{record.images_seen:,} images{f' ({reason})' if reason else ''}")
 
         def on_trial_error(self, iteration, trials, trial, **info):
             record = ledger.read(trial.trial_id) or TrialRecord(
@@ -592,7 +593,7 @@ def _progress_callback(ledger: Ledger, stops: StopLog, context: TrialContext, sa
                 return
             record.status, record.reason = FAILED, _error_reason(trial)
             ledger.write(record)
-            _say(f"trial {record.number}/{samples} failed: {record.reason} (the search goes on)")
+            _show(record, f"trial {record.number}/{samples} failed: {record.reason} (the search goes on)")
 
     return SearchProgress()
 
@@ -626,6 +627,11 @@ def _error_reason(trial) -> str:
 def _say(line: str) -> None:
     sys.stdout.write(f"[pokegan] {line}\n")
     sys.stdout.flush()
+
+
+def _show(record: TrialRecord, line: str, note: bool = False) -> None:
+    """A trial event through the search's view: its row, or off a terminal the line (`note`: the line always)."""
+    terminal.show_trial(record, line, note=note)
 
 
 # -- the search ------------------------------------------------------------------------------
@@ -818,7 +824,13 @@ def run_search(space: SearchSpace | None, *, storage_uri: str, name: str, data_u
                 "none": "no early stopping"}[settings.scheduler]
     log.info("search %s: %d trials of %s, %d at a time, %s; results in %s", name, settings.samples, space.source,
              concurrent_trials, stopping, folder.uri)
-    results = tuner.fit()  # returns (does not raise) when interrupted by Ctrl+C, with Tune's state saved
+    # The callback (restored from Tune's saved state on --resume) shows each trial event through this view.
+    with terminal.SearchView(f"search {name}", settings.samples, SIGNALS[settings.signal], settings.signal,
+                             read=terminal.progress_reader(PROGRESS_FILE),
+                             length_images=experiment.train.length if experiment.train.unit == "images" else None
+                             ) as view:
+        view.preload(ledger.records())
+        results = tuner.fit()  # returns (does not raise) when interrupted by Ctrl+C, with Tune's state saved
     # (Tune calls the trials a stuck search never placed "terminated" too.)
     every_trial_ended = (watch.failure is None and len(results) >= settings.samples
                          and results.num_terminated + results.num_errors == len(results))

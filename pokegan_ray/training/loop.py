@@ -40,6 +40,7 @@ from pokegan_ray.training.evaluation import Evaluator
 from pokegan_ray.training.session import RayTrainSession, Session
 
 STATUS_FILE = "status.json"
+PROGRESS_FILE = "progress.json"  # the latest report (RunArtifacts.write_progress)
 
 
 @dataclass(frozen=True)
@@ -299,7 +300,7 @@ def report(gan: Gan, experiment: ExperimentConfig, run: RunContext, progress: "P
             if finite:
                 metrics[f"best_{signal}"], metrics[f"last_{signal}"] = min(finite), finite[-1]
         progress.history.append({k: float(v) for k, v in metrics.items()})
-        writer.log_progress(metrics, experiment.total_steps)
+        writer.write_progress(metrics, experiment.total_steps)
         writer.write_tensorboard(metrics)
     # The score Ray keeps the best checkpoints by; a checkpoint without a fresh FID ranks last.
     metrics["checkpoint_fid"] = metrics.get("fid", math.inf)
@@ -453,16 +454,15 @@ class RunArtifacts:
         grid = self.samples.grid(generator, self.device)
         self.folder.join("samples", f"step-{step:07d}.png").write_bytes_atomic(artifacts.png_bytes(grid))
 
-    def log_progress(self, metrics: dict[str, float], total_steps: int) -> None:
-        fid = f" | FID {self.last_fid:.1f} (N={self.experiment.train.eval_images})" if self.last_fid is not None \
-            else ""
-        # Straight to stdout: Ray Train's patched print() would log the line twice.
-        sys.stdout.write(f"[pokegan] step {metrics['step']}/{total_steps} | images {metrics['images_seen']:,} | "
-                         f"epoch {metrics['epoch']} | D {metrics.get('d_loss', float('nan')):.3f} "
-                         f"G {metrics.get('g_loss', float('nan')):.3f} | D acc real "
-                         f"{metrics.get('d_accuracy_real', 0):.2f} fake {metrics.get('d_accuracy_fake', 0):.2f} | "
-                         f"{metrics['images_per_second']:.0f} img/s{fid}\n")
-        sys.stdout.flush()
+    def write_progress(self, metrics: dict[str, float], total_steps: int) -> None:
+        """`progress.json`: this report, for whoever shows the run's progress (the driver of `pokegan train`, a
+        search's live view); it reads the run folder, so it works wherever the run runs and the folder lies."""
+        keys = ("step", "images_seen", "epoch", "images_per_second", "d_loss", "g_loss", "d_accuracy_real",
+                "d_accuracy_fake")
+        report = {key: metrics[key] for key in keys if key in metrics}
+        report.update(total_steps=total_steps, last_fid=self.last_fid, eval_images=self.experiment.train.eval_images,
+                      time=time.time())
+        self.folder.join(PROGRESS_FILE).write_bytes_atomic(json.dumps(report).encode())
 
     def write_tensorboard(self, metrics: dict[str, float]) -> None:
         """Scalars over images seen; the local event file is copied to the run folder after each report."""

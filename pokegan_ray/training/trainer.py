@@ -20,7 +20,7 @@ from pokegan_ray.cluster import ClusterError, ClusterOptions, require_shared_sto
 from pokegan_ray.data.prepare import PrepareError, class_frequencies, read_manifest
 from pokegan_ray.storage import Location, StorageError, location
 from pokegan_ray.training.config import ExperimentConfig, merge_sections, run_name
-from pokegan_ray.training.loop import STATUS_FILE, RunContext, train_worker
+from pokegan_ray.training.loop import PROGRESS_FILE, STATUS_FILE, RunContext, train_worker
 
 log = logging.getLogger(__name__)
 
@@ -189,13 +189,14 @@ def check_config_without_data(raw_config: dict[str, Any]) -> None:
 
 def write_run_config(run: PreparedRun) -> None:
     run.folder.join(STATUS_FILE).delete_file()
+    run.folder.join(PROGRESS_FILE).delete_file()  # progress shown is this start's
     run.folder.join(CONFIG_FILE).write_bytes_atomic(yaml.safe_dump(run.experiment.to_dict(), sort_keys=False).encode())
 
 
 def train(raw_config: dict[str, Any], *, storage_uri: str, name: str | None = None, resume: bool = False,
           inception_weights: str | None = None, callbacks: list | None = None,
           warm_start_uri: str | None = None, cluster: ClusterOptions = ClusterOptions(),
-          continue_from: tuple[str, int] | None = None) -> TrainOutcome:
+          continue_from: tuple[str, int] | None = None, show_progress: bool = False) -> TrainOutcome:
     """Run (or resume) one training run; returns what happened. Raises TrainError before training
     when anything is wrong with the config, data, cluster or storage.
 
@@ -203,9 +204,12 @@ def train(raw_config: dict[str, Any], *, storage_uri: str, name: str | None = No
     EMA generator instead of random weights; D and the optimisers start fresh. `continue_from` (a PBT trial's
     (checkpoint, copies of other trials' checkpoints taken); see RunContext) continues from that
     checkpoint unless the run has written one since its latest copy. On a cluster that may grow, waits (up to
-    `cluster.wait_timeout_s`) for the nodes the workers need."""
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig
+    `cluster.wait_timeout_s`) for the nodes the workers need. `show_progress`: this process shows the run's
+    progress (a bar on a terminal, else a line per report), read from the run folder's progress.json."""
+    from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig
     from ray.train.torch import TorchTrainer
+
+    from pokegan_ray import terminal
 
     from pokegan_ray.data.reader import open_prepared
 
@@ -230,12 +234,20 @@ def train(raw_config: dict[str, Any], *, storage_uri: str, name: str | None = No
             checkpoint_config=CheckpointConfig(num_to_keep=experiment.train.keep_checkpoints,
                                                checkpoint_score_attribute="checkpoint_fid",
                                                checkpoint_score_order="min"),
-            callbacks=callbacks or None),
+            callbacks=callbacks or None,
+            # Ray Train's own INFO lines (resources requested, worker group started, process group set up) stay
+            # in its log files; pokegan says what matters.
+            logging_config=LoggingConfig(log_level="INFO" if terminal.verbose() else "WARNING")),
     )
     log.info("training %s: %d steps on %d %s worker(s); run folder %s", run.name, experiment.total_steps,
              scale.workers, "GPU" if scale.use_gpu else "CPU", run.folder.uri)
+    read_progress = terminal.progress_reader(PROGRESS_FILE)
     try:
-        result = trainer.fit()
+        if show_progress:
+            with terminal.TrainingView(lambda: read_progress(run.folder.uri), experiment.total_steps):
+                result = trainer.fit()
+        else:
+            result = trainer.fit()
     except Exception as error:  # Ray wraps worker errors: keep its headline and the worker's own last line
         return _outcome(run.folder, {"status": "failed", "step": 0, "message": _error_line(error)}, None, None)
     return _outcome(run.folder, read_status(run.folder), result, storage)
