@@ -7,6 +7,8 @@ inside them so `pokegan --help` answers at once.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
 import logging
 import os
 import re
@@ -16,6 +18,7 @@ log = logging.getLogger("pokegan_ray")
 
 from pokegan_ray.defaults import DEFAULT_DATA_URI as DEFAULT_DATA, DEFAULT_RUNS_URI as DEFAULT_RUNS, \
     DEFAULT_SEARCHES_URI as DEFAULT_SEARCHES, DEFAULT_WAIT_TIMEOUT_S
+from pokegan_ray.tracking import INSTALL_HINT, RETRAIN_EXPERIMENT, SEARCH_EXPERIMENT_PREFIX, TRAIN_EXPERIMENT
 
 
 class UsageError(Exception):
@@ -81,6 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--workers", type=int, help="Ray Train workers (default: 2)")
     train.add_argument("--gpu", action="store_true", help="GPU workers (scale.gpus_per_worker each, default 1), bf16 "
                                                           "autocast and channels_last")
+    _add_mlflow_argument(train, "the run", TRAIN_EXPERIMENT)
     _add_cluster_arguments(train)
     train.set_defaults(handler=run_train)
 
@@ -102,6 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="continue the interrupted search --name: finished trials are kept, not rerun")
     tune.add_argument("--set", dest="assignments", action="append", default=[], metavar="SECTION.KEY=VALUE",
                       help="override one setting of the space's base for every trial (repeatable)")
+    _add_mlflow_argument(tune, "each trial (one MLflow run each)", SEARCH_EXPERIMENT_PREFIX + "NAME")
     _add_cluster_arguments(tune)
     tune.set_defaults(handler=run_tune)
 
@@ -145,6 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
                          help="a lock older than this is taken to be a crashed run's and broken (default: 12)")
     retrain.add_argument("--device", type=_device, default="cuda" if _has_cuda() else "cpu",
                          help="where this process scores the two generators: cpu or cuda")
+    _add_mlflow_argument(retrain, "the candidate's run and the decision (promoted, kept or failed)",
+                         RETRAIN_EXPERIMENT)
     _add_cluster_arguments(retrain)
     retrain.set_defaults(handler=run_retrain)
 
@@ -168,6 +175,15 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--device", type=_device, default="cuda" if _has_cuda() else "cpu", help="cpu or cuda")
     generate.set_defaults(handler=run_generate)
     return parser
+
+
+def _add_mlflow_argument(command: argparse.ArgumentParser, what: str, experiment: str) -> None:
+    command.add_argument("--mlflow", metavar="URI",
+                         help=f"log {what} to the MLflow tracking server at URI (e.g. http://127.0.0.1:5000), in the "
+                              f"experiment {experiment} or MLFLOW_EXPERIMENT_NAME: params, FID and the losses over "
+                              "images seen, sample grids, the best checkpoint. Credentials come from MLflow's "
+                              "variables (MLFLOW_TRACKING_USERNAME/_PASSWORD or MLFLOW_TRACKING_TOKEN), never "
+                              f"the URI. Needs {INSTALL_HINT}")
 
 
 def _add_cluster_arguments(command: argparse.ArgumentParser) -> None:
@@ -259,23 +275,27 @@ def run_train(args: argparse.Namespace) -> int:
                          or _checked_once_ray_is_up(data_uri, args))
     except (ValueError, TrainError) as error:
         raise UsageError(str(error)) from None
+    tracking = check_tracking(args.mlflow, mlflow_experiment(TRAIN_EXPERIMENT))
     weights = inception_weights()
     cluster = init_ray(args)
     _require_shared_storage({"--data": raw.get("data", {}).get("uri", DEFAULT_DATA), "--storage": args.storage},
                             cluster)
     if not args.resume:
         ensure_default_data(raw, cluster)
-    try:
-        outcome = train(raw, storage_uri=args.storage, name=args.name, resume=args.resume,
-                        inception_weights=weights, cluster=cluster, show_progress=True)
-    except TrainError as error:
-        raise UsageError(str(error)) from None
+    with _train_tracking(tracking, "train") as tracker:
+        try:
+            outcome = train(raw, storage_uri=args.storage, name=args.name, resume=args.resume,
+                            inception_weights=weights, cluster=cluster, show_progress=True, tracker=tracker)
+        except TrainError as error:
+            raise UsageError(str(error)) from None
     fid = f"FID {outcome.fid:.2f} (N={outcome.fid_num_images})" if outcome.fid is not None else "no FID"
     print(f"run {outcome.status}: {outcome.message}")
     print(f"  run folder:  {outcome.run_uri}")
     print(f"  sample grid: {outcome.sample_grid_uri}")
     print(f"  checkpoint:  {outcome.best_checkpoint_uri or outcome.latest_checkpoint_uri}")
     print(f"  {fid} at step {outcome.step}")
+    if tracker is not None and tracker.url:
+        print(f"  MLflow run:  {tracker.url}")
     return 0 if outcome.status == "completed" else 1
 
 
@@ -310,11 +330,14 @@ def run_tune(args: argparse.Namespace) -> int:
     search = dict(storage_uri=args.storage, name=name, data_uri=args.data, overrides=None if args.resume else overrides,
                   samples=args.samples, concurrent=args.concurrent, resume=args.resume)
     prepared_later = not args.resume and not args.data and _default_data_unprepared({})
+    asked = check_tracking(args.mlflow, mlflow_experiment(SEARCH_EXPERIMENT_PREFIX + name), reach=False)
     try:
         plan = plan_search(space, **search, data_checked_later=prepared_later or (  # mistakes fail before Ray
-            not args.resume and _checked_once_ray_is_up(args.data or DEFAULT_DATA, args)))
+            not args.resume and _checked_once_ray_is_up(args.data or DEFAULT_DATA, args)), tracking=asked)
     except SearchError as error:
         raise UsageError(str(error)) from None
+    if plan.tracking is not None:  # a resumed search's own, or --mlflow's
+        check_tracking(plan.tracking.uri, plan.tracking.experiment)
     weights = inception_weights()
     cluster = init_ray(args)
     if not args.resume:
@@ -331,6 +354,8 @@ def run_tune(args: argparse.Namespace) -> int:
     print(f"search:          {outcome.search_uri}")
     print(f"leaderboard:     {outcome.leaderboard_uri}")
     print(f"FID plot:        {outcome.plot_uri}")
+    if plan.tracking is not None:
+        print(f"MLflow:          experiment {plan.tracking.experiment!r} at {plan.tracking.uri}")
     follow_up = f"continue it with: pokegan tune --resume --name {name} --storage {args.storage}"
     if outcome.failure:
         print(f"the search stopped: {outcome.failure}")
@@ -394,6 +419,7 @@ def run_retrain(args: argparse.Namespace) -> int:
         check_config(ModelRegistry(args.registry, args.name), options)  # mistakes fail before Ray starts
     except (ValueError, RegistryError, RetrainConfigError) as error:
         raise UsageError(str(error)) from None
+    options = dataclasses.replace(options, tracking=check_tracking(args.mlflow, mlflow_experiment(RETRAIN_EXPERIMENT)))
     init_ray(args)
     try:
         outcome = retrain(options)
@@ -419,6 +445,33 @@ def run_generate(args: argparse.Namespace) -> int:
         raise UsageError(str(error)) from None
     print(f"wrote {args.count} images, grid.png{' and interpolation.gif' if args.interpolate else ''} to {args.out}")
     return 0
+
+
+def check_tracking(uri: str | None, experiment: str, reach: bool = True):
+    """`--mlflow URI`, checked before Ray starts (pokegan_ray.tracking.check_tracking): None without it. With
+    reach=False only the URI itself (MLflow installed, no credentials in it)."""
+    if not uri:
+        return None
+    from pokegan_ray.tracking import TrackingError, check_tracking as check
+
+    try:
+        return check(uri, experiment, reach=reach)
+    except TrackingError as error:
+        raise UsageError(str(error)) from None
+
+
+def mlflow_experiment(default: str) -> str:
+    """The MLflow experiment of a command's runs: MLflow's own MLFLOW_EXPERIMENT_NAME when set."""
+    return os.environ.get("MLFLOW_EXPERIMENT_NAME") or default
+
+
+def _train_tracking(tracking, command: str):
+    """The MLflow run of a `pokegan train` (a context manager; None without --mlflow)."""
+    if tracking is None:
+        return contextlib.nullcontext()
+    from pokegan_ray.tracking.train import TrainTracking
+
+    return TrainTracking(tracking, command)
 
 
 def inception_weights() -> str | None:

@@ -77,8 +77,10 @@ def setup_logging(is_verbose: bool) -> None:
     handler.setFormatter(logging.Formatter(f"{PREFIX}%(message)s"))
     logging.basicConfig(level=logging.DEBUG if is_verbose else logging.INFO, handlers=[handler])
     # Ray and its dependencies log at INFO through the root logger; keep our lines readable.
-    for noisy in ("ray", "urllib3", "botocore", "s3fs", "fsspec", "filelock"):
+    for noisy in ("ray", "urllib3", "botocore", "s3fs", "fsspec", "filelock", "mlflow", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # MLflow prints a link to each run it ends; `--mlflow` runs print their own.
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     quiet_environment(is_verbose)
 
 

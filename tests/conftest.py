@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 import uuid
 
 import boto3
@@ -110,3 +113,50 @@ def strict_s3_endpoint():
     yield f"http://127.0.0.1:{port}"
     process.terminate()
     process.wait(timeout=10)
+
+
+class MlflowServer:
+    """A real MLflow tracking server (`mlflow server`, SQLite backend, artifacts served by it) on a free loopback
+    port. It starts at once and boots while other fixtures set up; `uri()` waits until it answers /health."""
+
+    def __init__(self, folder):
+        self.port = _free_port()
+        self.log_path = folder / "server.log"
+        # No background job runner (MLflow's GenAI jobs): nothing here uses it.
+        env = dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
+        with open(self.log_path, "wb") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{folder}/mlflow.db",
+                 "--serve-artifacts", "--artifacts-destination", str(folder / "artifacts"),
+                 "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"],
+                env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)  # its own group: see stop
+        self.healthy = False
+
+    def uri(self, timeout_s: float = 180.0) -> str:
+        address = f"http://127.0.0.1:{self.port}"
+        deadline = time.monotonic() + timeout_s
+        while not self.healthy:
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"the MLflow server did not come up:\n{self.log_path.read_text()[-3000:]}")
+            try:
+                with urllib.request.urlopen(f"{address}/health", timeout=2) as answer:
+                    self.healthy = answer.status == 200
+            except (urllib.error.URLError, OSError):
+                time.sleep(0.2)  # polling a starting server, not waiting for a result
+        return address
+
+    def stop(self) -> None:
+        # `mlflow server` runs uvicorn as a child process: end the group this fixture started.
+        os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory):
+    server = MlflowServer(tmp_path_factory.mktemp("mlflow"))
+    yield server
+    server.stop()

@@ -36,6 +36,18 @@ MISTAKES = {
     # The FID weights are checked at start-up, not in a worker after minutes of training.
     "tune-missing-fid-weights": (["tune", "--space", "{spaces}/quick.yaml", "--storage", "{tmp}/new-runs"],
                                  "the FID Inception weights file {tmp}/no-weights.pt does not exist"),
+    # --mlflow: an MLflow tracking server that does not answer is found before any training.
+    "train-mlflow-unreachable": (["train", "--mlflow", "http://127.0.0.1:1", "--storage", "{tmp}/new-runs"],
+                                 "cannot reach the MLflow tracking server at http://127.0.0.1:1 (connection refused): "
+                                 "start it or fix --mlflow"),
+    "tune-mlflow-unreachable": (["tune", "--space", "{spaces}/quick.yaml", "--mlflow", "http://127.0.0.1:1",
+                                 "--storage", "{tmp}/new-runs"], "cannot reach the MLflow tracking server at "
+                                                                 "http://127.0.0.1:1 (connection refused)"),
+    # Credentials belong in MLflow's variables: a URI carrying them is refused (and not echoed).
+    "retrain-mlflow-credentials": (["retrain", "--registry", "{tmp}/new-runs", "--mlflow",
+                                    "http://pokegan:hunter2@127.0.0.1:1"],
+                                   "--mlflow must not carry credentials (user:password@): set "
+                                   "MLFLOW_TRACKING_USERNAME"),
 }
 SPACES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "search_spaces")
 
@@ -51,6 +63,7 @@ def test_a_mistake_is_one_line_and_exit_2_before_ray_starts_and_leaves_nothing_b
     errors = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(errors) == 1 and errors[0].startswith("pokegan "), result.stderr[-2000:]
     assert message.replace("{tmp}", str(tmp_path)) in errors[0]
+    assert "hunter2" not in result.stderr + result.stdout  # a password given by mistake is never echoed
     assert not (tmp_path / "ray-tmp").exists(), "Ray was started before the mistake was found"
     assert not (tmp_path / "new-runs").exists() and not (tmp_path / "new-data").exists()
 

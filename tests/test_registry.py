@@ -13,6 +13,7 @@ from pathlib import Path
 import boto3
 import pytest
 import torch
+from mlflow import MlflowClient
 
 from conftest import TEST_SECRET_KEY, s3_keys
 from image_files import prepare_two_type_set
@@ -280,11 +281,13 @@ def test_a_second_retrain_is_refused_while_the_lock_is_held(s3_champion, s3_endp
         other.release()
 
 
-def test_a_better_candidate_replaces_a_champion_whose_recorded_fid_looks_unbeatable(data_uri, tmp_path, capsys):
+def test_a_better_candidate_replaces_a_champion_whose_recorded_fid_looks_unbeatable(data_uri, tmp_path, capsys,
+                                                                                   mlflow_server):
     registry = ModelRegistry(str(tmp_path / "registry"))
     # Weights x30 make saturated colour noise: far from any Pokémon, though its record claims FID 0.
     publish(registry, data_uri, tiny_generator_weights(seed=1, scale=30.0), fid=0.0)
-    assert main(["retrain", "--registry", str(tmp_path / "registry"), "--margin", "1"]) == 0
+    tracking_uri = mlflow_server.uri()
+    assert main(["retrain", "--registry", str(tmp_path / "registry"), "--margin", "1", "--mlflow", tracking_uri]) == 0
     summary = summary_line(capsys.readouterr().out)
     match = re.search(r": promoted v0002 \(FID (\d+\.\d) < champion v0001 (\d+\.\d) - margin 1, N=8\)", summary)
     assert match, summary
@@ -293,6 +296,20 @@ def test_a_better_candidate_replaces_a_champion_whose_recorded_fid_looks_unbeata
     assert index["champion"] == 2 and [entry["version"] for entry in index["versions"]] == [1, 2]
     assert registry.version(1).record["evaluation"]["fid"] == 0.0  # history is kept as it was
     assert f"{registry.version(2).record['evaluation']['champion_fid_same_evaluation']:.1f}" == match.group(2)
+
+    # The promotion is recorded on the candidate's MLflow run, with both FIDs of the same evaluation.
+    client = MlflowClient(tracking_uri)
+    [run] = client.search_runs([client.get_experiment_by_name("pokegan-retrain").experiment_id],
+                               f"tags.registry_uri = '{tmp_path / 'registry'}'")
+    tags = run.data.tags
+    assert (tags["decision"], tags["promoted"], tags["registry_version"], run.info.status) == \
+        ("promoted", "true", "v0002", "FINISHED")
+    assert f"{run.data.metrics['candidate_fid']:.1f}" == match.group(1)
+    assert f"{run.data.metrics['champion_fid']:.1f}" == match.group(2)
+    assert tags["best_checkpoint_uri"] == registry.version(2).record["source"]["checkpoint_uri"]
+    assert tags["run_uri"] == registry.version(2).record["source"]["run_uri"]
+    logged = [*run.data.params.values(), *tags.values()]
+    assert all(TEST_SECRET_KEY not in value for value in logged)
 
 
 def test_warm_start_begins_from_the_champion_generator(data_uri, tmp_path, capsys):

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from mlflow import MlflowClient
 from PIL import Image
 
 from drivers import library_noise
@@ -31,6 +32,7 @@ from pokegan_ray.search.ledger import COMPLETED, FAILED, STOPPED, Ledger
 from pokegan_ray.search.runner import SearchError, run_search
 from pokegan_ray.search.space import SearchSpace
 from pokegan_ray.storage import location
+from pokegan_ray.tracking import check_tracking
 
 SPACES = Path(__file__).resolve().parent.parent / "search_spaces"
 # Trials are measured in real images seen (compute-fair): 12 DCGAN steps of 8 images, an FID every 4 of them.
@@ -71,15 +73,17 @@ def labelled_data(ray_cluster, tmp_path_factory) -> str:
     return prepare_two_type_set(tmp_path_factory)
 
 
-def test_search_runs_cuts_records_failures_and_its_best_config_trains(ray_cluster, labelled_data, tmp_path, capsys):
+def test_search_runs_cuts_records_failures_and_its_best_config_trains(mlflow_server, ray_cluster, labelled_data,
+                                                                      tmp_path, capsys):
     first = [
         trial("dcgan"),
         trial("wgan-gp", **{"loss.n_critic": 2}),
         trial("dcgan", **{"loss.discriminator_learning_rate": 1.0e+30}),  # fails: the search must go on
         trial("dcgan", **{"loss.generator_learning_rate": 0.3}),  # scores worst at the first rung: ASHA stops it
     ]
+    tracking = check_tracking(mlflow_server.uri(), "pokegan-tune-tiny")  # every trial is logged to MLflow too
     outcome = run_search(space(first, signal="kid"), storage_uri=str(tmp_path / "searches"), name="tiny",
-                         data_uri=labelled_data)
+                         data_uri=labelled_data, tracking=tracking)
     records = {record.number: record for record in outcome.records}
     assert sorted(records) == [1, 2, 3, 4]
     assert not outcome.interrupted
@@ -125,13 +129,51 @@ def test_search_runs_cuts_records_failures_and_its_best_config_trains(ray_cluste
     assert Image.open(folder / "best_samples.png").size[0] > 64
     assert outcome.best_checkpoint_uri and os.path.exists(os.path.join(outcome.best_checkpoint_uri, "checkpoint.pt"))
 
+    # MLflow: one run per trial, with its sampled params and resolved config, its FID history over images seen,
+    # its sample grid and the checkpoint of its best FID.
+    client = MlflowClient(tracking.uri)
+    experiment = client.get_experiment_by_name("pokegan-tune-tiny")
+    runs = {run.data.tags["trial_id"]: run for run in client.search_runs([experiment.experiment_id])}
+    assert sorted(runs) == sorted(record.trial_id for record in records.values())
+    for record in records.values():
+        run = runs[record.trial_id]
+        assert {name: run.data.params[name] for name in record.params} == \
+            {name: str(value) for name, value in record.params.items()}
+        fids = sorted(client.get_metric_history(run.info.run_id, "fid"), key=lambda metric: metric.step)
+        assert [(metric.step, metric.value) for metric in fids] == \
+            [(entry["images_seen"], pytest.approx(entry["fid"])) for entry in record.history]
+        assert (run.data.tags["status"], run.info.status) == \
+            (record.status, "FAILED" if record.status == FAILED else "FINISHED")
+        if record.history:
+            assert run.data.params["train.batch_size"] == "8"  # the resolved config, beyond the sampled params
+    for record in (records[1], records[2]):  # the completed trials: their last grid and best checkpoint
+        artifacts = client.list_artifacts(runs[record.trial_id].info.run_id, "samples")
+        assert [artifact.path for artifact in artifacts] == [f"samples/step-{record.step:07d}.png"]
+        assert runs[record.trial_id].data.tags["best_checkpoint_uri"] == record.best_checkpoint_uri()
+
     best_config = folder / "best_config.yaml"
     assert yaml.safe_load(best_config.read_text())["loss"]["name"] == outcome.best.params["loss.name"]
     capsys.readouterr()
     status = cli.main(["train", "--config", str(best_config), "--storage", str(tmp_path / "runs"),
-                       "--name", "from-best", "--set", "train.steps=4"])
-    assert status == 0, capsys.readouterr()
-    assert (tmp_path / "runs" / "from-best" / "status.json").exists()
+                       "--name", "from-best", "--set", "train.steps=4", "--mlflow", tracking.uri])
+    printed = capsys.readouterr()
+    assert status == 0, printed
+    run_folder = tmp_path / "runs" / "from-best"
+    assert (run_folder / "status.json").exists()
+
+    # ... and `pokegan train --mlflow` logs its run from the driver as Ray Train reports.
+    [run] = client.search_runs([client.get_experiment_by_name("pokegan-train").experiment_id],
+                               "tags.run_name = 'from-best'")
+    assert f"MLflow run:  {tracking.uri}/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}" in printed.out
+    assert run.data.params["loss.name"] == outcome.best.params["loss.name"] and run.data.params["train.steps"] == "4"
+    history = json.loads((run_folder / "history.json").read_text())
+    fids = sorted(client.get_metric_history(run.info.run_id, "fid"), key=lambda metric: metric.step)
+    assert [(metric.step, metric.value) for metric in fids] == \
+        [(entry["images_seen"], pytest.approx(entry["fid"])) for entry in history if "fid" in entry] != []
+    assert [artifact.path for artifact in client.list_artifacts(run.info.run_id, "samples")] == \
+        [f"samples/{path.name}" for path in sorted((run_folder / "samples").glob("*.png"))] != []
+    assert run.data.tags["best_checkpoint_uri"].startswith(str(run_folder / "checkpoint_"))
+    assert run.info.status == "FINISHED"
 
 
 def test_asha_ranks_a_rung_by_the_searchs_signal_and_records_it(tmp_path):

@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import logging
 import math
@@ -33,6 +34,7 @@ from pokegan_ray.metrics import InceptionWeightsError
 from pokegan_ray.operations.lock import DEFAULT_TTL_SECONDS, format_duration
 from pokegan_ray.operations.registry import DEFAULT_MODEL_NAME, ModelRegistry, ModelVersion, RegistryError
 from pokegan_ray.storage import StorageError, location
+from pokegan_ray.tracking import Tracking, public_uri
 from pokegan_ray.training.checkpoint import CheckpointError, load_generator, read_checkpoint
 from pokegan_ray.training.config import ExperimentConfig, merge_sections
 from pokegan_ray.training.evaluation import Evaluator
@@ -70,6 +72,8 @@ class RetrainOptions:
     inception_weights: str | None = None
     device: str = "cpu"  # where the evaluation runs (this process)
     cluster: ClusterOptions = field(default_factory=ClusterOptions)
+    # `--mlflow`: the candidate's run and the decision go to this MLflow experiment (checked by the caller).
+    tracking: Tracking | None = None
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.margin) and self.margin >= 0):
@@ -109,31 +113,55 @@ def retrain(options: RetrainOptions,
     lock = registry.lock(LOCK_OWNER, ttl_seconds=options.lock_ttl_seconds)
     lock.acquire(options.wait_seconds)
     progress = _Progress()
-    try:
-        return _retrain_locked(registry, options, started_at, progress)
-    except Exception as error:  # noqa: BLE001 - the nightly job must always end with its summary line
-        reason = _one_line(error)
-        if not isinstance(error, (RetrainFailure, *EXPECTED_FAILURES)):
-            log.exception("retrain failed unexpectedly")
-        if not progress.champion_known:
-            untouched = "champion untouched"
-        elif progress.champion is None:
-            untouched = "no champion yet"
-        else:
-            untouched = f"champion {progress.champion.label} untouched"
-        champion = progress.champion.label if progress.champion else None
-        return RetrainOutcome("failed", f"retrain {_stamp(started_at)}: FAILED: {reason}; {untouched}", champion,
-                              run_uri=progress.run_uri)
-    finally:
+    with _tracking(registry, options) as tracker:
         try:
-            lock.release()
-        except StorageError as error:
-            log.error("could not release the lock %s (%s): the next retrain will wait until it is %g h old or "
-                      "someone deletes it", lock.target.uri, error, options.lock_ttl_seconds / 3600)
+            outcome = _retrain_locked(registry, options, started_at, progress, tracker)
+        except Exception as error:  # noqa: BLE001 - the nightly job must always end with its summary line
+            reason = _one_line(error)
+            if not isinstance(error, (RetrainFailure, *EXPECTED_FAILURES)):
+                log.exception("retrain failed unexpectedly")
+            if not progress.champion_known:
+                untouched = "champion untouched"
+            elif progress.champion is None:
+                untouched = "no champion yet"
+            else:
+                untouched = f"champion {progress.champion.label} untouched"
+            champion = progress.champion.label if progress.champion else None
+            outcome = RetrainOutcome("failed", f"retrain {_stamp(started_at)}: FAILED: {reason}; {untouched}",
+                                     champion, run_uri=progress.run_uri)
+        finally:
+            try:
+                lock.release()
+            except StorageError as error:
+                log.error("could not release the lock %s (%s): the next retrain will wait until it is %g h old or "
+                          "someone deletes it", lock.target.uri, error, options.lock_ttl_seconds / 3600)
+        if tracker is not None:
+            _record_decision(tracker, outcome)
+    return outcome
+
+
+def _tracking(registry: ModelRegistry, options: RetrainOptions):
+    """The candidate's MLflow run (`--mlflow`), a context manager that ends it; None without tracking."""
+    if options.tracking is None:
+        return contextlib.nullcontext()
+    from pokegan_ray.tracking.train import TrainTracking
+
+    return TrainTracking(options.tracking, "retrain", {"registry_uri": public_uri(registry.base.uri),
+                                                       "model_name": options.model_name})
+
+
+def _record_decision(tracker, outcome: RetrainOutcome) -> None:
+    """The decision on the candidate's MLflow run: `promoted` true or false, and the version it became."""
+    promoted = outcome.decision == "promoted"
+    tracker.record_decision(outcome.decision, {
+        "promoted": "true" if promoted else "false", "registry_version": outcome.champion if promoted else None,
+        "champion": outcome.champion, "summary": outcome.summary},
+        {key: value for key, value in (("candidate_fid", outcome.candidate_fid), ("champion_fid", outcome.champion_fid))
+         if value is not None})
 
 
 def _retrain_locked(registry: ModelRegistry, options: RetrainOptions, started_at: datetime.datetime,
-                    progress: _Progress) -> RetrainOutcome:
+                    progress: _Progress, tracker=None) -> RetrainOutcome:
     champion = registry.champion()
     progress.champion, progress.champion_known = champion, True
     log.info("registry %s: %s", registry.root.uri,
@@ -160,7 +188,7 @@ def _retrain_locked(registry: ModelRegistry, options: RetrainOptions, started_at
     run_name = "retrain-" + started_at.strftime("%Y%m%d-%H%M%S")
     clock_started = time.monotonic()
     outcome = train(raw, storage_uri=storage_uri, name=run_name, inception_weights=options.inception_weights,
-                    warm_start_uri=warm_start_uri, cluster=options.cluster, show_progress=True)
+                    warm_start_uri=warm_start_uri, cluster=options.cluster, show_progress=True, tracker=tracker)
     training_seconds = time.monotonic() - clock_started
     progress.run_uri = outcome.run_uri
     if outcome.status != "completed":

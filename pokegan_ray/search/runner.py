@@ -36,6 +36,7 @@ from pokegan_ray.metrics.evaluation import SIGNALS
 from pokegan_ray.search.ledger import COMPLETED, FAILED, RUNNING, STOPPED, Ledger, TrialRecord
 from pokegan_ray.search.space import SearchSettings, SearchSpace, define_by_run, trial_config
 from pokegan_ray.storage import Location, StorageError, location
+from pokegan_ray.tracking import Tracking
 from pokegan_ray.training.checkpoint import FILE_NAME as CHECKPOINT_FILE
 from pokegan_ray.training.config import ExperimentConfig, merge_sections
 from pokegan_ray.training.loop import PROGRESS_FILE, STATUS_FILE, run_training
@@ -721,15 +722,20 @@ class SearchPlan:
     # The base config resolved against the data set and its manifest; None while the data set is to be prepared.
     experiment: ExperimentConfig | None
     manifest: dict[str, Any] | None
+    # Where each trial is logged in MLflow (`--mlflow`; kept with the search, so --resume logs there too).
+    tracking: Tracking | None = None
 
 
 def plan_search(space: SearchSpace | None, *, storage_uri: str, name: str, data_uri: str | None = None,
                 overrides: dict[str, dict[str, Any]] | None = None, samples: int | None = None,
-                concurrent: int | None = None, resume: bool = False, data_checked_later: bool = False) -> SearchPlan:
+                concurrent: int | None = None, resume: bool = False, data_checked_later: bool = False,
+                tracking: Tracking | None = None) -> SearchPlan:
     """Everything about a search that can be wrong before Ray starts: the storage, the search to resume (or
     a name already taken), the settings, and the base config against its data set. With
     `data_checked_later` (the bundled set, prepared on first use; a local data set
-    on a joined cluster, whose reach is checked first once Ray is up) the config is checked without its data."""
+    on a joined cluster, whose reach is checked first once Ray is up) the config is checked without its data.
+    A resumed search logs to the MLflow tracking it started with (`tracking` may only repeat it); whether
+    that server answers is the caller's check (pokegan_ray.tracking.check_tracking)."""
     try:
         storage = location(storage_uri)
         storage.check_writable()
@@ -744,6 +750,12 @@ def plan_search(space: SearchSpace | None, *, storage_uri: str, name: str, data_
         space = SearchSpace.from_dict(state["space"], source=state["space_source"])
         overrides = state["overrides"]
         settings = SearchSettings(**state["settings"])
+        started_with = Tracking(**state["mlflow"]) if state.get("mlflow") else None
+        if tracking is not None and (started_with is None or tracking.uri != started_with.uri):
+            raise SearchError(f"the search {name!r} logs to " + (f"MLflow at {started_with.uri}" if started_with
+                                                                   else "no MLflow server") +
+                              " as it started: --resume keeps that; drop --mlflow")
+        tracking = started_with
     else:
         if space is None:
             raise SearchError("a new search needs --space")
@@ -760,22 +772,25 @@ def plan_search(space: SearchSpace | None, *, storage_uri: str, name: str, data_
             check_config_without_data(merge_sections(dict(space.base), overrides))
         except ValueError as error:
             raise SearchError(f"the search's base config: {error}") from None
-        return SearchPlan(storage, folder, space, overrides, settings, resume, None, None)
+        return SearchPlan(storage, folder, space, overrides, settings, resume, None, None, tracking)
     experiment, manifest = check_search_config(space, settings, overrides)
-    return SearchPlan(storage, folder, space, overrides, settings, resume, experiment, manifest)
+    return SearchPlan(storage, folder, space, overrides, settings, resume, experiment, manifest, tracking)
 
 
 def run_search(space: SearchSpace | None, *, storage_uri: str, name: str, data_uri: str | None = None,
                overrides: dict[str, dict[str, Any]] | None = None, samples: int | None = None,
                concurrent: int | None = None, resume: bool = False, inception_weights: str | None = None,
-               cluster: ClusterOptions = ClusterOptions(), plan: SearchPlan | None = None) -> SearchOutcome:
+               cluster: ClusterOptions = ClusterOptions(), plan: SearchPlan | None = None,
+               tracking: Tracking | None = None) -> SearchOutcome:
     """Run (or, with resume=True, continue) the search `name` under `storage_uri` (`plan`: what
-    `plan_search` already checked for these arguments)."""
+    `plan_search` already checked for these arguments). With `tracking` (`--mlflow`) each trial is an MLflow
+    run (pokegan_ray.tracking.tune)."""
     from ray import tune
 
     if plan is None or plan.experiment is None:
         plan = plan_search(space, storage_uri=storage_uri, name=name, data_uri=data_uri, overrides=overrides,
-                           samples=samples, concurrent=concurrent, resume=resume)
+                           samples=samples, concurrent=concurrent, resume=resume,
+                           tracking=tracking or (plan.tracking if plan else None))
     storage, folder, space, settings, resume = plan.storage, plan.folder, plan.space, plan.settings, plan.resume
     experiment, manifest = plan.experiment, plan.manifest
     concurrent_trials = check_search_cluster(experiment, settings, storage.uri, cluster)
@@ -784,7 +799,8 @@ def run_search(space: SearchSpace | None, *, storage_uri: str, name: str, data_u
     if not resume:
         folder.join(SEARCH_FILE).write_bytes_atomic(json.dumps({
             "space": _space_as_dict(space), "space_source": space.source, "overrides": overrides,
-            "settings": dataclasses.asdict(settings)}, indent=1).encode())
+            "settings": dataclasses.asdict(settings),
+            "mlflow": plan.tracking.to_dict() if plan.tracking else None}, indent=1).encode())
 
     pbt = settings.scheduler == "pbt"
     context = TrialContext(space=space, overrides=overrides, search_uri=folder.uri,
@@ -814,7 +830,9 @@ def run_search(space: SearchSpace | None, *, storage_uri: str, name: str, data_u
             run_config=tune.RunConfig(
                 name=name, storage_path=storage.path, storage_filesystem=storage.filesystem,
                 stop=_stopper(settings, stops, watch),
-                callbacks=[_progress_callback(ledger, stops, context, settings.samples, watch, settings.signal)],
+                # (The ledger first: the MLflow logger reads each trial's number and best checkpoint from it.)
+                callbacks=[_progress_callback(ledger, stops, context, settings.samples, watch, settings.signal),
+                           *_tracking_callbacks(plan.tracking, name, context, space, pbt)],
                 # Tune keeps single-worker trials' checkpoints (multi-worker ones are Ray Train's).
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=experiment.train.keep_checkpoints,
                                                         checkpoint_score_attribute="checkpoint_fid",
@@ -843,6 +861,17 @@ def run_search(space: SearchSpace | None, *, storage_uri: str, name: str, data_u
     outcome = search_results.write_results(folder, records, space, experiment.train.unit)
     interrupted = not every_trial_ended or any(record.status == RUNNING for record in records)
     return dataclasses.replace(outcome, interrupted=interrupted, failure=watch.failure)
+
+
+def _tracking_callbacks(tracking: Tracking | None, name: str, context: TrialContext, space: SearchSpace,
+                        pbt: bool) -> list:
+    if tracking is None:
+        return []
+    from pokegan_ray.tracking.tune import TrialLogger
+
+    return [TrialLogger(tracking, search_name=name, search_uri=context.search_uri, runs_uri=context.runs_uri,
+                        dimensions=list(space.dimension_names),
+                        mutable=[dimension.name for dimension in space.mutable_dimensions] if pbt else [])]
 
 
 def _trial_dirname(trial) -> str:

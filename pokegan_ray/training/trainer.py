@@ -12,7 +12,7 @@ import logging
 import math
 import sys
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -21,6 +21,9 @@ from pokegan_ray.data.prepare import PrepareError, class_frequencies, read_manif
 from pokegan_ray.storage import Location, StorageError, location
 from pokegan_ray.training.config import ExperimentConfig, merge_sections, run_name
 from pokegan_ray.training.loop import PROGRESS_FILE, STATUS_FILE, RunContext, train_worker
+
+if TYPE_CHECKING:
+    from pokegan_ray.tracking.train import TrainTracking
 
 log = logging.getLogger(__name__)
 
@@ -196,7 +199,8 @@ def write_run_config(run: PreparedRun) -> None:
 def train(raw_config: dict[str, Any], *, storage_uri: str, name: str | None = None, resume: bool = False,
           inception_weights: str | None = None, callbacks: list | None = None,
           warm_start_uri: str | None = None, cluster: ClusterOptions = ClusterOptions(),
-          continue_from: tuple[str, int] | None = None, show_progress: bool = False) -> TrainOutcome:
+          continue_from: tuple[str, int] | None = None, show_progress: bool = False,
+          tracker: "TrainTracking | None" = None) -> TrainOutcome:
     """Run (or resume) one training run; returns what happened. Raises TrainError before training
     when anything is wrong with the config, data, cluster or storage.
 
@@ -205,7 +209,9 @@ def train(raw_config: dict[str, Any], *, storage_uri: str, name: str | None = No
     (checkpoint, copies of other trials' checkpoints taken); see RunContext) continues from that
     checkpoint unless the run has written one since its latest copy. On a cluster that may grow, waits (up to
     `cluster.wait_timeout_s`) for the nodes the workers need. `show_progress`: this process shows the run's
-    progress (a bar on a terminal, else a line per report), read from the run folder's progress.json."""
+    progress (a bar on a terminal, else a line per report), read from the run folder's progress.json. With a
+    `tracker` (`--mlflow`) the run is logged to MLflow from this process as it trains
+    (pokegan_ray.tracking.train); the caller ends the MLflow run."""
     from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig
     from ray.train.torch import TorchTrainer
 
@@ -219,6 +225,8 @@ def train(raw_config: dict[str, Any], *, storage_uri: str, name: str | None = No
     experiment, scale = run.experiment, run.experiment.scale
     check_cluster(experiment, storage.uri, cluster, f"run {run.name} ({scale.workers} Train worker(s))")
     write_run_config(run)
+    if tracker is not None:
+        tracker.begin(run)  # the MLflow run, and a thread here that logs each report Ray Train hands over
     trainer = TorchTrainer(
         train_worker,
         train_loop_config={"experiment": experiment.to_dict(), "run": run.context.to_dict()},
@@ -234,7 +242,7 @@ def train(raw_config: dict[str, Any], *, storage_uri: str, name: str | None = No
             checkpoint_config=CheckpointConfig(num_to_keep=experiment.train.keep_checkpoints,
                                                checkpoint_score_attribute="checkpoint_fid",
                                                checkpoint_score_order="min"),
-            callbacks=callbacks or None,
+            callbacks=[*(callbacks or []), *(tracker.callbacks if tracker is not None else [])] or None,
             # Ray Train's own INFO lines (resources requested, worker group started, process group set up) stay
             # in its log files; pokegan says what matters.
             logging_config=LoggingConfig(log_level="INFO" if terminal.verbose() else "WARNING")),
@@ -249,8 +257,16 @@ def train(raw_config: dict[str, Any], *, storage_uri: str, name: str | None = No
         else:
             result = trainer.fit()
     except Exception as error:  # Ray wraps worker errors: keep its headline and the worker's own last line
-        return _outcome(run.folder, {"status": "failed", "step": 0, "message": _error_line(error)}, None, None)
-    return _outcome(run.folder, read_status(run.folder), result, storage)
+        return _tracked(tracker, run, _outcome(run.folder, {"status": "failed", "step": 0,
+                                                            "message": _error_line(error)}, None, None))
+    return _tracked(tracker, run, _outcome(run.folder, read_status(run.folder), result, storage))
+
+
+def _tracked(tracker: "TrainTracking | None", run: PreparedRun, outcome: TrainOutcome) -> TrainOutcome:
+    """The outcome, recorded in the run's MLflow run (`--mlflow`) once its last reports are logged."""
+    if tracker is not None:
+        tracker.record_outcome(outcome, run)
+    return outcome
 
 
 def _error_line(error: Exception) -> str:
