@@ -214,7 +214,7 @@ def test_the_first_retrain_promotes_its_model_into_the_s3_registry(s3_champion, 
     _, outcome = s3_champion
     assert outcome.decision == "promoted" and outcome.champion == "v0001"
     assert SUMMARY.match(outcome.summary)
-    assert re.search(r": promoted v0001 \(first model; FID \d+\.\d, N=8\), data [0-9a-f]{12}, 4 steps in \d+s$",
+    assert re.search(r": promoted v0001 \(first model; FID \d+\.\d, N=8\), data [0-9a-f]{12}, 4 steps in (\d+m)?\d+s$",
                      outcome.summary), outcome.summary
 
     objects = registry_objects(s3_endpoint, module_bucket)
@@ -245,7 +245,7 @@ def test_a_candidate_no_better_than_the_champion_is_kept(s3_champion, s3_endpoin
     assert main(["retrain", "--registry", registry_uri]) == 0
     summary = summary_line(capsys.readouterr().out)
     assert re.search(r": kept champion v0001 \(FID (\d+\.\d); candidate \1, not below \1 - margin 0, N=8\), "
-                     r"data [0-9a-f]{12}, 4 steps in \d+s$", summary), summary
+                     r"data [0-9a-f]{12}, 4 steps in (\d+m)?\d+s$", summary), summary
     assert registry_objects(s3_endpoint, module_bucket) == before
 
 
