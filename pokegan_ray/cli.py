@@ -296,6 +296,8 @@ def run_train(args: argparse.Namespace) -> int:
     print(f"  {fid} at step {outcome.step}")
     if tracker is not None and tracker.url:
         print(f"  MLflow run:  {tracker.url}")
+    if outcome.report_uri:
+        print(f"  report:      {outcome.report_uri}   (open it in a browser)")
     return 0 if outcome.status == "completed" else 1
 
 
@@ -357,20 +359,27 @@ def run_tune(args: argparse.Namespace) -> int:
     if plan.tracking is not None:
         print(f"MLflow:          experiment {plan.tracking.experiment!r} at {plan.tracking.uri}")
     follow_up = f"continue it with: pokegan tune --resume --name {name} --storage {args.storage}"
+    # The page with all of it comes last, whatever the ending.
+    report = (f"report:          {outcome.report_uri}   (open it in a browser)" if outcome.report_uri
+              else "report:          not written (see the warning above)")
     if outcome.failure:
         print(f"the search stopped: {outcome.failure}")
+        print(report)
         print(follow_up)
         return 1
     if outcome.interrupted:
+        print(report)
         print(f"the search was interrupted; {follow_up}")
         return 130
     if outcome.best is None:
         print("no trial produced an FID: see the reasons above")
+        print(report)
         return 1
     print(f"best trial:      {outcome.best.number} (FID {outcome.best.best_fid:.2f})")
     print(f"best config:     {outcome.best_config_uri}   (pokegan train --config FILE)")
     print(f"best checkpoint: {outcome.best_checkpoint_uri}")
     print(f"best samples:    {outcome.best_samples_uri}")
+    print(report)
     return 0
 
 

@@ -150,6 +150,14 @@ def test_search_runs_cuts_records_failures_and_its_best_config_trains(mlflow_ser
         artifacts = client.list_artifacts(runs[record.trial_id].info.run_id, "samples")
         assert [artifact.path for artifact in artifacts] == [f"samples/step-{record.step:07d}.png"]
         assert runs[record.trial_id].data.tags["best_checkpoint_uri"] == record.best_checkpoint_uri()
+    # The report: one page with a row per trial, the ends they came to, and the best trial's grid; the outcome and
+    # the summary name it (tests/test_report.py opens such a page in a browser).
+    assert outcome.report_uri == str(folder / "report.html")
+    assert json.loads((folder / "summary.json").read_text())["report_uri"] == outcome.report_uri
+    page = (folder / "report.html").read_text()
+    assert re.findall(r'<tr data-trial="(\d+)">', page) == [row["trial"] for row in rows]
+    assert all(f'<span class="status {status}">' in page for status in (COMPLETED, STOPPED, FAILED))
+    assert 'id="best-grid" src="data:image/jpeg;base64,' in page and "Early stopping saved" in page
 
     best_config = folder / "best_config.yaml"
     assert yaml.safe_load(best_config.read_text())["loss"]["name"] == outcome.best.params["loss.name"]
@@ -160,7 +168,10 @@ def test_search_runs_cuts_records_failures_and_its_best_config_trains(mlflow_ser
     assert status == 0, printed
     run_folder = tmp_path / "runs" / "from-best"
     assert (run_folder / "status.json").exists()
-
+    # `pokegan train` writes the same page for its run, and says where, last.
+    run_page = run_folder / "report.html"
+    assert printed.out.rstrip().splitlines()[-1].split()[:2] == ["report:", str(run_page)]
+    assert re.findall(r'<tr data-trial="(\d+)">', run_page.read_text()) == ["1"] and "completed" in run_page.read_text()
     # ... and `pokegan train --mlflow` logs its run from the driver as Ray Train reports.
     [run] = client.search_runs([client.get_experiment_by_name("pokegan-train").experiment_id],
                                "tags.run_name = 'from-best'")
@@ -298,6 +309,8 @@ def test_resume_after_the_driver_is_killed_keeps_finished_trials_and_ends_every_
                 break
         driver.wait(timeout=60)
         assert driver.returncode == -signal.SIGKILL, "".join(seen)[-3000:]
+        # The report is rewritten as the search goes: the killed driver never reached the search's end.
+        assert '<tr data-trial="1">' in (storage / "crashed" / "report.html").read_text()
         ledger = Ledger(location(str(storage / "crashed")))
         finished = ledger.records()[0]
         assert finished.number == 1 and finished.status == COMPLETED
@@ -315,6 +328,9 @@ def test_resume_after_the_driver_is_killed_keeps_finished_trials_and_ends_every_
     lost = [record for record in records if record.status == FAILED]
     assert all("lost when the search driver was killed" in record.reason for record in lost)
     assert f"trial 1/3 {finished.trial_id} had completed before the restart" in resumed.stdout
+    last_line = resumed.stdout.rstrip().splitlines()[-1]
+    assert last_line.split()[:2] == ["report:", str(storage / "crashed" / "report.html")]
+    assert len(re.findall(r'<tr data-trial="\d+">', (storage / "crashed" / "report.html").read_text())) == 3
 
 
 def test_a_search_that_cannot_place_a_trial_says_so_and_stops_after_the_timeout(ray_cluster, labelled_data, tmp_path,

@@ -101,6 +101,11 @@ def test_two_workers_on_s3_data_report_everything_and_write_checkpoint_and_grid(
     assert state["step"] in (2, 4) and set(state["rng"]) == {"ranks"} and len(state["rng"]["ranks"]) == 2
     grid = Image.open(io.BytesIO(location(outcome.sample_grid_uri).read_bytes()))
     assert grid.size[0] > 64 * 8  # an 8-column grid of 64 px samples
+    # Rank 0's report.html in the run folder on S3: the run's row, both grids over time, the best one large.
+    assert outcome.report_uri == f"s3://{s3_bucket}/runs/s3run/report.html"
+    page = location(outcome.report_uri).read_bytes().decode()
+    assert page.count('<tr data-trial="1">') == 1 and '<span class="status completed">' in page
+    assert page.count('src="data:image/jpeg;base64,') == 3 and 'alt="trial 1 samples at step 4"' in page
 
 
 def test_lightweight_gan_under_ddp_keeps_both_replicas_and_their_augment_probability_identical(
@@ -283,6 +288,7 @@ def test_a_non_finite_loss_stops_the_run_with_a_clear_status(ray_cluster, local_
     assert outcome.status == "non-finite" and outcome.step == 4
     assert "became NaN or infinite between steps 3 and 4" in outcome.message
     assert outcome.fid == healthy.fid  # the healthy part's; none for the broken state
+    assert "Non-finite: a loss or weight became NaN" in (tmp_path / "nan" / "report.html").read_text()
     # The last good checkpoint (step 2) is kept, and its weights are finite.
     states = [load_checkpoint((folder / FILE_NAME).read_bytes(), str(folder))
               for folder in sorted(p.parent for p in (tmp_path / "nan").glob("checkpoint_*/" + FILE_NAME))]

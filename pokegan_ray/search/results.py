@@ -5,6 +5,8 @@
     SEARCH/best_samples.png     a sample grid from the best trial's best checkpoint
     SEARCH/fid_vs_images.png    FID (and the rung signal, when not FID) over the search's compute unit, per trial
     SEARCH/summary.json         the best trial, its FID and checkpoint URI, the rung signal and unit
+    SEARCH/report.html          all of it on one self-contained page (pokegan_ray.report), rewritten as the search
+                                goes (SearchReport) and once more at its end
 
 Trials are ranked by their best FID, the measure of the final result; the search's rungs, plateau
 stopper and Optuna use its signal (search.signal), which every file names with its compute unit.
@@ -15,23 +17,30 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import math
+import time
 from typing import Any
 
 import yaml
+from PIL import Image
 
+from pokegan_ray import report
 from pokegan_ray.metrics.evaluation import SIGNALS
 from pokegan_ray.search.ledger import FAILED, TrialRecord
 from pokegan_ray.search.runner import TIME_ATTRIBUTES
 from pokegan_ray.search.space import SearchSpace
-from pokegan_ray.storage import Location, location
+from pokegan_ray.storage import Location, StorageError, location
 from pokegan_ray.training.trainer import CONFIG_FILE
+
+log = logging.getLogger(__name__)
 
 LEADERBOARD_FILE = "leaderboard.csv"
 BEST_CONFIG_FILE = "best_config.yaml"
 BEST_SAMPLES_FILE = "best_samples.png"
 PLOT_FILE = "fid_vs_images.png"
 SUMMARY_FILE = "summary.json"
+REPORT_FILE = report.REPORT_FILE
 # A search's compute unit (the base config's train.unit) in words; its ledger key is runner.TIME_ATTRIBUTES'.
 UNIT_WORDS = {"steps": "generator steps", "images": "real images seen"}
 
@@ -137,7 +146,7 @@ def write_results(folder: Location, records: list[TrialRecord], space: SearchSpa
     folder.join(LEADERBOARD_FILE).write_bytes_atomic(leaderboard_csv(records, space, unit))
     folder.join(PLOT_FILE).write_bytes_atomic(fid_plot(records, space, unit))
     best = best_trial(records)
-    best_config_uri = best_checkpoint = best_samples_uri = None
+    best_config_uri = best_checkpoint = best_samples_uri = best_samples = None
     if best is not None:
         config = yaml.safe_load(location(best.run_uri).join(CONFIG_FILE).read_bytes())
         length_key = "images" if (config.get("train") or {}).get("images") is not None else "steps"
@@ -149,14 +158,17 @@ def write_results(folder: Location, records: list[TrialRecord], space: SearchSpa
         best_config_uri = folder.join(BEST_CONFIG_FILE).uri
         best_checkpoint = best.best_checkpoint_uri()
         if best_checkpoint:
-            folder.join(BEST_SAMPLES_FILE).write_bytes_atomic(best_samples_png(best_checkpoint))
+            best_samples = best_samples_png(best_checkpoint)
+            folder.join(BEST_SAMPLES_FILE).write_bytes_atomic(best_samples)
             best_samples_uri = folder.join(BEST_SAMPLES_FILE).uri
+    report_uri = SearchReport(folder, space, unit).write_safely(records, best_samples)
     summary: dict[str, Any] = {
         "trials": len(records),
         "by_status": {status: sum(r.status == status for r in records) for status in sorted({r.status for r in records})},
         "images_seen": sum(record.images_seen for record in records),
         "rung_signal": space.settings.signal,
         "rung_unit": unit,
+        "report_uri": report_uri,
         "best": None if best is None else {
             "trial": best.number, "trial_id": best.trial_id, "best_fid": best.best_fid, "params": best.params,
             "checkpoint_uri": best_checkpoint, "config_uri": best_config_uri},
@@ -164,7 +176,92 @@ def write_results(folder: Location, records: list[TrialRecord], space: SearchSpa
     folder.join(SUMMARY_FILE).write_bytes_atomic(json.dumps(summary, indent=1).encode())
     return SearchOutcome(search_uri=folder.uri, space=space, records=records, best=best, best_config_uri=best_config_uri,
                          best_checkpoint_uri=best_checkpoint, leaderboard_uri=folder.join(LEADERBOARD_FILE).uri,
-                         plot_uri=folder.join(PLOT_FILE).uri, best_samples_uri=best_samples_uri, unit=unit)
+                         plot_uri=folder.join(PLOT_FILE).uri, best_samples_uri=best_samples_uri, unit=unit,
+                         report_uri=report_uri)
+
+
+class SearchReport:
+    """SEARCH/report.html: rewritten after each trial event while the search runs (runner's ReportRefresh,
+    after the ledger is written) and once more at its end (write_results). It keeps the thumbnails it made
+    and each trial's length, so a rewrite reads the ledger and lists each run's grids, and encodes only the
+    grids it has not shown before."""
+
+    def __init__(self, folder: Location, space: SearchSpace, unit: str):
+        self.folder, self.space, self.unit = folder, space, unit
+        self.thumbnails = report.Thumbnails()
+        self.lengths: dict[str, tuple[str, int]] = {}  # by trial id: its run's (train.unit, train.length)
+        self.finished_grids: dict[str, list] = {}  # by trial id: a finished trial's grids (listed once)
+
+    def page(self, records: list[TrialRecord], best_samples: bytes | None = None) -> report.Page:
+        files = {record.trial_id: self._grid_files(record) for record in records}
+        grids = {record.trial_id: report.trial_grids(record, files[record.trial_id], self.thumbnails)
+                 for record in records}
+        best_grid, caption = self._best_grid(best_trial(records), files, best_samples)
+        full = {record.trial_id: report.full_images(record, *self.lengths[record.trial_id])
+                for record in records if self._read_length(record)}
+        description = f"{self.space.source}: {self.space.description}" if self.space.description else \
+            self.space.source
+        return report.Page(title=f"pokegan search {self.folder.uri.rstrip('/').rsplit('/', 1)[-1]}",
+                           records=ranked(records), dimension_names=list(self.space.dimension_names),
+                           signal=self.space.settings.signal,
+                           about=f"{description.rstrip('.')}. Trials ranked by best FID; "
+                                 f"{compared_at(self.space, self.unit)}.",
+                           grids=grids, best_grid=best_grid, best_grid_caption=caption, full_images=full,
+                           written_at=time.time())
+
+    def _best_grid(self, best: TrialRecord | None, files: dict[str, list],
+                   best_samples: bytes | None) -> tuple[report.Grid | None, str]:
+        """The best trial's grid, large, and its caption: best_samples.png once the search has drawn it from
+        the best checkpoint, else the trial's own grid nearest its best evaluation."""
+        if best is None:
+            return None, ""
+        if best_samples is not None:
+            checkpoint = best.best_checkpoint_uri()
+            drawn = next((entry for entry in best.history if checkpoint and entry.get("checkpoint_uri") == checkpoint),
+                         best.best)
+            grid = report.Grid(int(drawn["step"]), int(drawn["images_seen"]), self.thumbnails.of_image(
+                self.folder.join(BEST_SAMPLES_FILE), Image.open(io.BytesIO(best_samples)), "large"))
+            return grid, (f"{BEST_SAMPLES_FILE}: from trial {best.number}'s best checkpoint (FID {drawn['fid']:.2f} "
+                          f"at step {grid.step:,}, {grid.images_seen:,} images)")
+        nearest = report.grid_nearest_best(best, files[best.trial_id])
+        if nearest is None:
+            return None, ""
+        step, file = nearest
+        grid = report.Grid(step, report.images_at(best, step), self.thumbnails.of(file, "large"))
+        return grid, (f"trial {best.number}'s samples at step {step:,} ({grid.images_seen:,} images), the grid drawn "
+                      "nearest its best FID")
+
+    def _grid_files(self, record: TrialRecord) -> list:
+        """The trial's sample grids so far: listed on every rewrite while it runs, once when it has ended."""
+        if record.trial_id in self.finished_grids:
+            return self.finished_grids[record.trial_id]
+        files = report.grid_files(location(record.run_uri)) if record.run_uri else []
+        if record.finished:
+            self.finished_grids[record.trial_id] = files
+        return files
+
+    def _read_length(self, record: TrialRecord) -> bool:
+        """Whether the trial's length is known (read once from its run's config.yaml, once the trial wrote it)."""
+        if record.trial_id not in self.lengths and record.run_uri:
+            try:
+                train = (yaml.safe_load(location(record.run_uri).join(CONFIG_FILE).read_bytes()) or {})["train"]
+            except (StorageError, KeyError, TypeError):
+                return False
+            self.lengths[record.trial_id] = ("images", int(train["images"])) if train.get("images") is not None \
+                else ("steps", int(train["steps"]))
+        return record.trial_id in self.lengths
+
+    def write(self, records: list[TrialRecord], best_samples: bytes | None = None) -> str:
+        return report.write_page(self.folder.join(REPORT_FILE), self.page(records, best_samples))
+
+    def write_safely(self, records: list[TrialRecord], best_samples: bytes | None = None) -> str | None:
+        """write(), but a failure is a warning, never the search's end: the page is a view, not a result."""
+        try:
+            return self.write(records, best_samples)
+        except Exception as error:  # any: a broken grid, a storage hiccup, a bug in the page
+            log.warning("could not write the search report %s: %s", self.folder.join(REPORT_FILE).uri, error)
+            log.debug("the report's traceback", exc_info=True)
+            return None
 
 
 def _number(value: float, digits: int = 2) -> str:

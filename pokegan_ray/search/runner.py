@@ -97,6 +97,7 @@ class SearchOutcome:
     interrupted: bool = False  # stopped (Ctrl+C) before every trial finished: continue with --resume
     failure: str | None = None  # why the search stopped by itself before its end (it waited too long for room)
     unit: str = "steps"  # the base config's train.unit: what the rungs compared trials at
+    report_uri: str | None = None  # SEARCH/report.html; None when it could not be written
 
 
 def runs_in_trial(experiment: ExperimentConfig) -> bool:
@@ -510,6 +511,29 @@ def _watch_stopper(watch: PendingWatch):
     return StopWhenStuck()
 
 
+def _report_callback(ledger: Ledger, folder: Location, space: SearchSpace, unit: str):
+    """Rewrites SEARCH/report.html after every trial event the ledger records, so the page can be opened while
+    the search runs. A page that cannot be written is a warning; the search goes on."""
+    from ray.tune import Callback
+
+    from pokegan_ray.search.results import SearchReport
+
+    class ReportRefresh(Callback):
+        def __init__(self):
+            self.report = SearchReport(folder, space, unit)  # keeps its thumbnails from one rewrite to the next
+
+        def refresh(self, *_, **__):
+            self.report.write_safely(ledger.records())
+
+        on_trial_start = on_trial_complete = on_trial_error = refresh
+
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            if result.get("evaluated", 1.0):  # an evaluation, not a report that only carries a checkpoint
+                self.refresh()
+
+    return ReportRefresh()
+
+
 # -- progress and the ledger ----------------------------------------------------------------
 def _progress_callback(ledger: Ledger, stops: StopLog, context: TrialContext, samples: int, watch: PendingWatch,
                        signal: str):
@@ -830,8 +854,10 @@ def run_search(space: SearchSpace | None, *, storage_uri: str, name: str, data_u
             run_config=tune.RunConfig(
                 name=name, storage_path=storage.path, storage_filesystem=storage.filesystem,
                 stop=_stopper(settings, stops, watch),
-                # (The ledger first: the MLflow logger reads each trial's number and best checkpoint from it.)
+                # The ledger first: the report and the MLflow logger read each trial's record from it (Tune calls
+                # callbacks in order).
                 callbacks=[_progress_callback(ledger, stops, context, settings.samples, watch, settings.signal),
+                           _report_callback(ledger, folder, space, experiment.train.unit),
                            *_tracking_callbacks(plan.tracking, name, context, space, pbt)],
                 # Tune keeps single-worker trials' checkpoints (multi-worker ones are Ray Train's).
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=experiment.train.keep_checkpoints,

@@ -11,6 +11,7 @@ Rank 0 writes the run's artifacts. How it reaches Ray is the session's business
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import sys
@@ -24,7 +25,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-from pokegan_ray import ray_compat
+from pokegan_ray import ray_compat, report as run_report
 from pokegan_ray.cluster import DEFAULT_WAIT_TIMEOUT_S
 from pokegan_ray.data.reader import InMemoryImages
 from pokegan_ray.losses import build_loss, build_optimizers
@@ -38,6 +39,8 @@ from pokegan_ray.training.checkpoint import FILE_NAME, FORMAT_VERSION, load_chec
 from pokegan_ray.training.config import ExperimentConfig
 from pokegan_ray.training.evaluation import Evaluator
 from pokegan_ray.training.session import RayTrainSession, Session
+
+log = logging.getLogger(__name__)
 
 STATUS_FILE = "status.json"
 PROGRESS_FILE = "progress.json"  # the latest report (RunArtifacts.write_progress)
@@ -289,7 +292,8 @@ def report(gan: Gan, experiment: ExperimentConfig, run: RunContext, progress: "P
     if train.evaluation_due(before, after):  # a collective: every rank takes part, rank 0 gets the scores
         metrics.update(evaluator.evaluate(gan.ema.module, rank=session.rank, world_size=session.world_size))
     if writer:
-        if train.sample_due(before, after):
+        sampled = train.sample_due(before, after)
+        if sampled:
             writer.write_sample_grid(gan.ema.module, step)
         if "fid" in metrics:
             writer.last_fid = metrics["fid"]
@@ -302,6 +306,8 @@ def report(gan: Gan, experiment: ExperimentConfig, run: RunContext, progress: "P
         progress.history.append({k: float(v) for k, v in metrics.items()})
         writer.write_progress(metrics, experiment.total_steps)
         writer.write_tensorboard(metrics)
+        if sampled or "fid" in metrics:
+            writer.write_report(progress.history)
     # The score Ray keeps the best checkpoints by; a checkpoint without a fresh FID ranks last.
     metrics["checkpoint_fid"] = metrics.get("fid", math.inf)
     state = None
@@ -434,7 +440,7 @@ def write_status(run_uri: str, status: str, step: int, message: str, last_fid: f
 
 
 class RunArtifacts:
-    """Rank 0's view of the run folder: samples, TensorBoard, plot, GIF and status."""
+    """Rank 0's view of the run folder: samples, TensorBoard, plot, GIF, status and report.html."""
 
     def __init__(self, run: RunContext, experiment: ExperimentConfig, device: torch.device):
         self.run = run
@@ -449,10 +455,24 @@ class RunArtifacts:
         self.tensorboard_folder = tempfile.mkdtemp(prefix="pokegan-tensorboard-")
         self.tensorboard = SummaryWriter(self.tensorboard_folder)
         self.last_fid: float | None = None
+        self.history: list[dict[str, float]] = []  # the run's, as of the latest report
+        self.thumbnails = run_report.Thumbnails()  # the report's grids, each encoded once
 
     def write_sample_grid(self, generator: torch.nn.Module, step: int) -> None:
         grid = self.samples.grid(generator, self.device)
-        self.folder.join("samples", f"step-{step:07d}.png").write_bytes_atomic(artifacts.png_bytes(grid))
+        target = self.folder.join(run_report.SAMPLES_FOLDER, f"step-{step:07d}.png")
+        target.write_bytes_atomic(artifacts.png_bytes(grid))
+        self.thumbnails.of_image(target, grid)  # in memory now: the report need not read it back
+
+    def write_report(self, history: list[dict[str, float]], status: str = "running", reason: str = "") -> None:
+        """report.html: the run's FID over images seen, its grids, how it ended; rewritten at each grid and
+        evaluation, so it can be opened while the run goes. A page that cannot be written is only a warning."""
+        self.history = history
+        try:
+            page = run_report.run_page(self.experiment, self.folder, history, status, reason, self.thumbnails)
+            run_report.write_page(self.folder.join(run_report.REPORT_FILE), page)
+        except Exception as error:  # any: the page is a view of the run, never a reason to end it
+            log.warning("could not write the run report in %s: %s", self.folder.uri, error)
 
     def write_progress(self, metrics: dict[str, float], total_steps: int) -> None:
         """`progress.json`: this report, for whoever shows the run's progress (the driver of `pokegan train`, a
@@ -486,3 +506,4 @@ class RunArtifacts:
 
     def write_status(self, status: str, step: int, message: str) -> None:
         write_status(self.run.run_uri, status, step, message, self.last_fid)
+        self.write_report(self.history, status, "" if status == "completed" else message)

@@ -18,6 +18,7 @@ import yaml
 
 from pokegan_ray.cluster import ClusterError, ClusterOptions, require_shared_storage, wait_for_capacity
 from pokegan_ray.data.prepare import PrepareError, class_frequencies, read_manifest
+from pokegan_ray.report import REPORT_FILE
 from pokegan_ray.storage import Location, StorageError, location
 from pokegan_ray.training.config import ExperimentConfig, merge_sections, run_name
 from pokegan_ray.training.loop import PROGRESS_FILE, STATUS_FILE, RunContext, train_worker
@@ -49,6 +50,7 @@ class TrainOutcome:
     latest_checkpoint_uri: str | None
     sample_grid_uri: str | None
     metrics: dict[str, Any]
+    report_uri: str | None = None  # RUN/report.html, which rank 0 rewrites at each grid and evaluation
 
 
 def resolve_config(raw: dict[str, Any]) -> tuple[ExperimentConfig, dict[str, Any]]:
@@ -303,11 +305,13 @@ def _outcome(run_folder: Location, status: dict[str, Any], result, storage: Loca
     grid_uri = run_folder.uri_of(grids[-1]) if grids else None
     history = _safe_history(run_folder)
     evaluated = [entry for entry in history if "fid" in entry]
+    report = run_folder.join(REPORT_FILE)
     return TrainOutcome(
         run_uri=run_folder.uri, status=status["status"], message=status.get("message", ""),
         step=int(status.get("step", 0)), fid=evaluated[-1]["fid"] if evaluated else None,
         fid_num_images=int(evaluated[-1]["fid_num_images"]) if evaluated else None,
-        best_checkpoint_uri=best, latest_checkpoint_uri=latest, sample_grid_uri=grid_uri, metrics=metrics)
+        best_checkpoint_uri=best, latest_checkpoint_uri=latest, sample_grid_uri=grid_uri, metrics=metrics,
+        report_uri=report.uri if _safe_exists(report) else None)
 
 
 def _safe_list(folder: Location):
@@ -315,6 +319,13 @@ def _safe_list(folder: Location):
         return folder.list_files()
     except StorageError:
         return []
+
+
+def _safe_exists(file: Location) -> bool:
+    try:
+        return file.exists()
+    except StorageError:
+        return False
 
 
 def _safe_history(run_folder: Location) -> list[dict[str, float]]:
