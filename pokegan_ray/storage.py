@@ -30,9 +30,10 @@ class StorageError(RuntimeError):
     """A storage operation failed; the message names the URI and never a secret."""
 
 
-def redact(text: str) -> str:
-    """Remove any secret credential value that an underlying library put in a message."""
-    for name in _SECRET_VARIABLES:
+def redact(text: str, variables: tuple[str, ...] = _SECRET_VARIABLES) -> str:
+    """Remove any secret credential value (of these environment variables) that an underlying library put in a
+    message."""
+    for name in variables:
         value = os.environ.get(name)
         if value and len(value) >= 4:
             text = text.replace(value, "***")

@@ -49,6 +49,8 @@ from dataclasses import dataclass
 from typing import Any, Iterator
 from urllib.parse import urlsplit, urlunsplit
 
+from pokegan_ray import storage
+
 INSTALL_HINT = 'pip install "pokegan-ray[mlflow]"'
 # Experiment names when MLFLOW_EXPERIMENT_NAME does not name one (a search gets its own).
 TRAIN_EXPERIMENT = "pokegan-train"
@@ -160,11 +162,7 @@ def _reason(text: str, code: str | None) -> str:
 
 def redact(text: str) -> str:
     """Any secret value from the environment (MLflow's or AWS's) removed from a message or a logged value."""
-    for name in _SECRET_VARIABLES:
-        value = os.environ.get(name)
-        if value and len(value) >= 4:
-            text = text.replace(value, "***")
-    return text
+    return storage.redact(text, _SECRET_VARIABLES)
 
 
 def public_uri(uri: str) -> str:
