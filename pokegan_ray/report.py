@@ -512,7 +512,7 @@ def run_page(experiment: ExperimentConfig, run_folder: Location, history: list[d
     if best_file:
         step, file = best_file
         best_grid = Grid(step, images_at(record, step), thumbnails.of(file, "large"))
-    return Page(title=f"pokegan run {record.trial_id}", records=[record], dimension_names=list(params),
+    return Page(title=f"pokegan run: {record.trial_id}", records=[record], dimension_names=list(params),
                 signal="fid", about=about, grids={record.trial_id: trial_grids(record, files, thumbnails)},
                 best_grid=best_grid, best_grid_caption=f"samples at step {best_grid.step:,} ({best_grid.images_seen:,} "
                 "images), the grid drawn nearest the run's best FID" if best_grid else "",

@@ -201,7 +201,8 @@ class SearchReport:
                 for record in records if self._read_length(record)}
         description = f"{self.space.source}: {self.space.description}" if self.space.description else \
             self.space.source
-        return report.Page(title=f"pokegan search {self.folder.uri.rstrip('/').rsplit('/', 1)[-1]}",
+        # "pokegan search: demo" (a search named "search" would otherwise read "pokegan search search")
+        return report.Page(title=f"pokegan search: {self.folder.uri.rstrip('/').rsplit('/', 1)[-1]}",
                            records=ranked(records), dimension_names=list(self.space.dimension_names),
                            signal=self.space.settings.signal,
                            about=f"{description.rstrip('.')}. Trials ranked by best FID; "
