@@ -7,7 +7,6 @@ inside them so `pokegan --help` answers at once.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import logging
 import os
@@ -18,7 +17,8 @@ log = logging.getLogger("pokegan_ray")
 
 from pokegan_ray.defaults import DEFAULT_DATA_URI as DEFAULT_DATA, DEFAULT_RUNS_URI as DEFAULT_RUNS, \
     DEFAULT_SEARCHES_URI as DEFAULT_SEARCHES, DEFAULT_WAIT_TIMEOUT_S
-from pokegan_ray.tracking import INSTALL_HINT, RETRAIN_EXPERIMENT, SEARCH_EXPERIMENT_PREFIX, TRAIN_EXPERIMENT
+from pokegan_ray.tracking import INSTALL_HINT, RETRAIN_EXPERIMENT, SEARCH_EXPERIMENT_PREFIX, TRAIN_EXPERIMENT, \
+    train_tracking
 
 
 class UsageError(Exception):
@@ -282,7 +282,7 @@ def run_train(args: argparse.Namespace) -> int:
                             cluster)
     if not args.resume:
         ensure_default_data(raw, cluster)
-    with _train_tracking(tracking, "train") as tracker:
+    with train_tracking(tracking, "train") as tracker:
         try:
             outcome = train(raw, storage_uri=args.storage, name=args.name, resume=args.resume,
                             inception_weights=weights, cluster=cluster, show_progress=True, tracker=tracker)
@@ -472,15 +472,6 @@ def check_tracking(uri: str | None, experiment: str, reach: bool = True):
 def mlflow_experiment(default: str) -> str:
     """The MLflow experiment of a command's runs: MLflow's own MLFLOW_EXPERIMENT_NAME when set."""
     return os.environ.get("MLFLOW_EXPERIMENT_NAME") or default
-
-
-def _train_tracking(tracking, command: str):
-    """The MLflow run of a `pokegan train` (a context manager; None without --mlflow)."""
-    if tracking is None:
-        return contextlib.nullcontext()
-    from pokegan_ray.tracking.train import TrainTracking
-
-    return TrainTracking(tracking, command)
 
 
 def inception_weights() -> str | None:

@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 import logging
 import math
@@ -34,7 +33,7 @@ from pokegan_ray.metrics import InceptionWeightsError
 from pokegan_ray.operations.lock import DEFAULT_TTL_SECONDS, format_duration
 from pokegan_ray.operations.registry import DEFAULT_MODEL_NAME, ModelRegistry, ModelVersion, RegistryError
 from pokegan_ray.storage import StorageError, location
-from pokegan_ray.tracking import Tracking, public_uri
+from pokegan_ray.tracking import Tracking, public_uri, train_tracking
 from pokegan_ray.training.checkpoint import CheckpointError, load_generator, read_checkpoint
 from pokegan_ray.training.config import ExperimentConfig, merge_sections
 from pokegan_ray.training.evaluation import Evaluator
@@ -113,7 +112,9 @@ def retrain(options: RetrainOptions,
     lock = registry.lock(LOCK_OWNER, ttl_seconds=options.lock_ttl_seconds)
     lock.acquire(options.wait_seconds)
     progress = _Progress()
-    with _tracking(registry, options) as tracker:
+    # The candidate's MLflow run (`--mlflow`); it ends with the block.
+    with train_tracking(options.tracking, "retrain", {"registry_uri": public_uri(registry.base.uri),
+                                                      "model_name": options.model_name}) as tracker:
         try:
             outcome = _retrain_locked(registry, options, started_at, progress, tracker)
         except Exception as error:  # noqa: BLE001 - the nightly job must always end with its summary line
@@ -138,16 +139,6 @@ def retrain(options: RetrainOptions,
         if tracker is not None:
             _record_decision(tracker, outcome)
     return outcome
-
-
-def _tracking(registry: ModelRegistry, options: RetrainOptions):
-    """The candidate's MLflow run (`--mlflow`), a context manager that ends it; None without tracking."""
-    if options.tracking is None:
-        return contextlib.nullcontext()
-    from pokegan_ray.tracking.train import TrainTracking
-
-    return TrainTracking(options.tracking, "retrain", {"registry_uri": public_uri(registry.base.uri),
-                                                       "model_name": options.model_name})
 
 
 def _record_decision(tracker, outcome: RetrainOutcome) -> None:

@@ -198,5 +198,15 @@ def config_params(config: dict[str, Any], prefix: str = "") -> dict[str, str]:
     return params
 
 
+def train_tracking(tracking: Tracking | None, command: str, tags: dict[str, Any] | None = None):
+    """The MLflow run of a `pokegan train` or a retrain's candidate (tracking.train.TrainTracking), a context
+    manager that ends it; a no-op one without `--mlflow` (MLflow is then not imported)."""
+    if tracking is None:
+        return contextlib.nullcontext()
+    from pokegan_ray.tracking.train import TrainTracking
+
+    return TrainTracking(tracking, command, tags)
+
+
 def search_experiment(search_name: str) -> str:
     return SEARCH_EXPERIMENT_PREFIX + search_name

@@ -12,12 +12,12 @@ from typing import Any, Callable
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 
+from pokegan_ray.report import SAMPLES_FOLDER, grid_files
 from pokegan_ray.storage import Location, StorageError
 from pokegan_ray.tracking import Tracking, failure_reason, redact
 
 log = logging.getLogger(__name__)
 
-SAMPLES_FOLDER = "samples"
 # What a run folder holds at its end that a person wants next to the curves.
 END_FILES = ("history.png", "progress.gif")
 # Report values that are bookkeeping, not curves (the step is MLflow's own: images seen).
@@ -42,6 +42,11 @@ def curves(report: dict[str, Any]) -> dict[str, float]:
         if isinstance(value, (int, float)) and math.isfinite(value):
             values[key] = float(value)
     return values
+
+
+def tag_values(tags: dict[str, Any]) -> dict[str, str]:
+    """Tags as MLflow keeps them: strings without secrets, at most its length; None values left out."""
+    return {key: redact(str(value))[:TAG_LENGTH] for key, value in tags.items() if value is not None}
 
 
 class Guard:
@@ -75,10 +80,10 @@ class RunTracker:
         self.last_step = -1  # MLflow steps are images seen; a repeated report (a restart) is not logged again
         self.grids: set[str] = set()
         self.params: dict[str, str] = {}
-        tags = {tag: redact(str(value))[:TAG_LENGTH] for tag, value in tags.items() if value is not None}
         existing = self._find(key)
         if existing is None:
-            self.run_id = self.client.create_run(experiment_id, run_name=name, tags={**tags, **key}).info.run_id
+            self.run_id = self.client.create_run(experiment_id, run_name=name,
+                                                 tags={**tag_values(tags), **key}).info.run_id
             return
         self.run_id = existing.info.run_id
         self.params = dict(existing.data.params)
@@ -127,20 +132,15 @@ class RunTracker:
 
     def log_new_grids(self, run_folder: Location) -> None:
         """The sample grids in the run folder that are not in the run yet (`samples/step-NNNNNNN.png`)."""
-        try:
-            files = run_folder.join(SAMPLES_FOLDER).list_files()
-        except StorageError:
-            return
-        new = [info for info in files if info.path.endswith(".png") and os.path.basename(info.path) not in self.grids]
+        new = [grid for _, grid in grid_files(run_folder) if os.path.basename(grid.path) not in self.grids]
         if not new:
             return
         with tempfile.TemporaryDirectory(prefix="pokegan-mlflow-") as folder:
-            for info in new:
-                with run_folder.filesystem.open_input_stream(info.path) as stream, \
-                        open(os.path.join(folder, os.path.basename(info.path)), "wb") as handle:
-                    handle.write(stream.read())
+            for grid in new:
+                with open(os.path.join(folder, os.path.basename(grid.path)), "wb") as handle:
+                    handle.write(grid.read_bytes())
             self.client.log_artifacts(self.run_id, folder, SAMPLES_FOLDER)
-        self.grids.update(os.path.basename(info.path) for info in new)
+        self.grids.update(os.path.basename(grid.path) for grid in new)
 
     def log_end_files(self, run_folder: Location) -> None:
         """The loss/FID plot and the progress GIF, where the run wrote them."""
@@ -156,7 +156,7 @@ class RunTracker:
                 self.client.log_artifact(self.run_id, path)
 
     def set_tags(self, tags: dict[str, Any]) -> None:
-        values = {key: redact(str(value))[:TAG_LENGTH] for key, value in tags.items() if value is not None}
+        values = tag_values(tags)
         if values:
             self.client.log_batch(self.run_id, tags=[RunTag(key, value) for key, value in values.items()])
 

@@ -14,12 +14,12 @@ from pokegan_ray.search.ledger import FAILED, Ledger
 from pokegan_ray.storage import StorageError, location
 from pokegan_ray.tracking import Tracking, config_params, param_value, public_uri
 from pokegan_ray.tracking.runs import Guard, RunTracker, experiment_id
+from pokegan_ray.training.trainer import CONFIG_FILE
 
 log = logging.getLogger(__name__)
 
 # What Tune adds to every result: its own clock and bookkeeping, not the training's.
 TUNE_KEYS = frozenset(AUTO_RESULT_KEYS) | {"done", "trial_id", "experiment_tag", "should_checkpoint"}
-RUN_CONFIG_FILE = "config.yaml"  # the trial's resolved config in its run folder (training.trainer.CONFIG_FILE)
 
 
 class TrialLogger(MLflowLoggerCallback):
@@ -94,7 +94,7 @@ class TrialLogger(MLflowLoggerCallback):
         run_folder = location(self.runs_uri).join(trial.trial_id)
         if trial.trial_id not in self.configs_logged:
             try:
-                config = yaml.safe_load(run_folder.join(RUN_CONFIG_FILE).read_bytes())
+                config = yaml.safe_load(run_folder.join(CONFIG_FILE).read_bytes())  # the trial's resolved config
             except StorageError:
                 config = None
             if config:

@@ -496,7 +496,8 @@ class RunArtifacts:
 
     def write_summary(self, history: list[dict[str, float]]) -> None:
         """At the end: the progress GIF of every sample grid so far, the loss/FID plot, the metric history."""
-        grids = [info.path for info in self.folder.join("samples").list_files() if info.path.endswith(".png")]
+        samples = self.folder.join(run_report.SAMPLES_FOLDER)
+        grids = [info.path for info in samples.list_files() if info.path.endswith(".png")]
         frames = [self.folder.filesystem.open_input_stream(path).read() for path in grids]
         self.folder.join("progress.gif").write_bytes_atomic(artifacts.progress_gif(frames))
         model = self.experiment.gan.model

@@ -18,7 +18,7 @@ import yaml
 
 from pokegan_ray.cluster import ClusterError, ClusterOptions, require_shared_storage, wait_for_capacity
 from pokegan_ray.data.prepare import PrepareError, class_frequencies, read_manifest
-from pokegan_ray.report import REPORT_FILE
+from pokegan_ray.report import REPORT_FILE, grid_files
 from pokegan_ray.storage import Location, StorageError, location
 from pokegan_ray.training.config import ExperimentConfig, merge_sections, run_name
 from pokegan_ray.training.loop import PROGRESS_FILE, STATUS_FILE, RunContext, train_worker
@@ -301,8 +301,8 @@ def _outcome(run_folder: Location, status: dict[str, Any], result, storage: Loca
         scored = [(m.get("checkpoint_fid", float("inf")), c) for c, m in (result.best_checkpoints or [])]
         if scored:
             best = storage.uri_of(min(scored, key=lambda pair: pair[0])[1].path)
-    grids = [info.path for info in _safe_list(run_folder.join("samples")) if info.path.endswith(".png")]
-    grid_uri = run_folder.uri_of(grids[-1]) if grids else None
+    grids = grid_files(run_folder)
+    grid_uri = grids[-1][1].uri if grids else None
     history = _safe_history(run_folder)
     evaluated = [entry for entry in history if "fid" in entry]
     report = run_folder.join(REPORT_FILE)
@@ -312,13 +312,6 @@ def _outcome(run_folder: Location, status: dict[str, Any], result, storage: Loca
         fid_num_images=int(evaluated[-1]["fid_num_images"]) if evaluated else None,
         best_checkpoint_uri=best, latest_checkpoint_uri=latest, sample_grid_uri=grid_uri, metrics=metrics,
         report_uri=report.uri if _safe_exists(report) else None)
-
-
-def _safe_list(folder: Location):
-    try:
-        return folder.list_files()
-    except StorageError:
-        return []
 
 
 def _safe_exists(file: Location) -> bool:
