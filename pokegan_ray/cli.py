@@ -375,7 +375,9 @@ def run_tune(args: argparse.Namespace) -> int:
         print("no trial produced an FID: see the reasons above")
         print(report)
         return 1
-    print(f"best trial:      {outcome.best.number} (FID {outcome.best.best_fid:.2f})")
+    best = outcome.best
+    print(f"best trial:      {best.number} (FID {best.last_fid:.2f} after {best.images_seen:,} images; "
+          f"its best {best.best_fid:.2f})")
     print(f"best config:     {outcome.best_config_uri}   (pokegan train --config FILE)")
     print(f"best checkpoint: {outcome.best_checkpoint_uri}")
     print(f"best samples:    {outcome.best_samples_uri}")

@@ -339,13 +339,19 @@ def _compute_section(page: Page) -> str:
 
 
 def _best_section(page: Page) -> str:
+    # page.records come ranked: a search's best trial is its first with an FID (see search.results.ranked).
     usable = [record for record in page.records if record.status != FAILED and math.isfinite(record.best_fid)]
     if not usable:
         return '<section id="best"><h2>Best</h2><p>No FID yet.</p></section>'
-    best = min(usable, key=lambda record: (record.best_fid, record.number))
-    what = "The run" if page.single_run else f'<a href="#trial-{best.number}">Trial {best.number}</a>'
-    text = (f"<p>{what}: best FID <b>{best.best_fid:.2f}</b> at step {int(best.best['step']):,} "
-            f"({int(best.best['images_seen']):,} images); {html.escape(best.params_text())}</p>")
+    best = usable[0]
+    where = f"best FID <b>{best.best_fid:.2f}</b> at step {int(best.best['step']):,} " \
+            f"({int(best.best['images_seen']):,} images)"
+    if page.single_run:
+        text = f"<p>The run: {where}; {html.escape(best.params_text())}</p>"
+    else:
+        text = (f'<p><a href="#trial-{best.number}">Trial {best.number}</a>: FID <b>{best.last_fid:.2f}</b> at its '
+                f"last evaluation ({int(best.last['images_seen']):,} images), {where}; "
+                f"{html.escape(best.params_text())}</p>")
     picture = ""
     if page.best_grid:
         picture = (f'<figure class="large"><img id="best-grid" src="{page.best_grid.data_uri}" '
@@ -375,21 +381,21 @@ def _number_cell(value: float, digits: int) -> str:
 
 
 def _leaderboard_section(page: Page) -> str:
-    columns = ["#", "trial", "status", "best FID", "KID at best", "FID∞ at best", "images seen", "steps",
-               "why it ended", *page.dimension_names]
-    # The rows come ranked by best FID: the header says so, and a first click there sorts the other way.
-    head = "".join(f'<th{SORTED_HERE if name == "best FID" else ""} title="sort">{html.escape(name)}</th>'
+    columns = ["#", "trial", "status", "last FID", "KID at last", "FID∞ at last", "best FID", "images seen",
+               "steps", "why it ended", *page.dimension_names]
+    # The rows come ranked (#): the header says so, and a first click there sorts the other way.
+    head = "".join(f'<th{SORTED_HERE if name == "#" else ""} title="sort">{html.escape(name)}</th>'
                    for name in columns)
     rows = []
     for rank, record in enumerate(page.records, start=1):
-        best = record.best or {}
+        last = record.last or {}
         cells = [f'<td class="number" data-value="{rank}">{rank}</td>',
                  f'<td class="number" data-value="{record.number}"><a href="#trial-{record.number}">{record.number}'
                  "</a></td>",
                  f'<td data-value="{html.escape(record.status)}"><span class="status {record.status}">'
                  f'{html.escape(record.status)}</span></td>',
-                 _number_cell(record.best_fid, 2), _number_cell(float(best.get("kid", math.nan)), 4),
-                 _number_cell(float(best.get("fid_infinity", math.nan)), 2),
+                 _number_cell(record.last_fid, 2), _number_cell(float(last.get("kid", math.nan)), 4),
+                 _number_cell(float(last.get("fid_infinity", math.nan)), 2), _number_cell(record.best_fid, 2),
                  f'<td class="number" data-value="{record.images_seen}">{record.images_seen:,}</td>',
                  f'<td class="number" data-value="{record.step}">{record.step:,}</td>',
                  f'<td class="reason">{html.escape(_short_reason(record))}</td>']
@@ -399,7 +405,8 @@ def _leaderboard_section(page: Page) -> str:
             sort_value = repr(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else shown
             cells.append(f'<td data-value="{html.escape(sort_value)}">{html.escape(shown)}</td>')
         rows.append(f'<tr data-trial="{record.number}">{"".join(cells)}</tr>')
-    what = "runs" if page.single_run else "trials, ranked by best FID; click a column to sort"
+    what = "runs" if page.single_run else ("trials, ranked at equal compute (furthest first, then by the FID of "
+                                           "the last evaluation); click a column to sort")
     return (f'<section id="leaderboard-section"><h2>Leaderboard</h2><p class="hint">{what}</p>'
             f'<div class="scroll"><table id="leaderboard" class="sortable"><thead><tr>{head}</tr></thead>'
             f'<tbody>{"".join(rows)}</tbody></table></div></section>')

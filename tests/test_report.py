@@ -83,10 +83,6 @@ def leaderboard_trials(page) -> list[int]:
         "#leaderboard tbody tr", "rows => rows.map(row => row.dataset.trial)")]
 
 
-def best_fid(record: TrialRecord) -> float:
-    return record.best_fid if math.isfinite(record.best_fid) else math.inf
-
-
 def test_the_search_report_in_a_real_browser_lists_every_trial_loads_every_image_and_sorts_by_fid(tmp_path):
     from playwright.sync_api import sync_playwright
 
@@ -107,8 +103,10 @@ def test_the_search_report_in_a_real_browser_lists_every_trial_loads_every_image
             page.goto(Path(uri).as_uri())
             page.wait_for_load_state("load")
 
-            # One row per trial, best FID first, the failed trial (no FID) last.
-            assert leaderboard_trials(page) == [record.number for record in ranked(records)] == [1, 4, 5, 2, 3]
+            # One row per trial, ranked at equal compute: the completed trials by their last FID, then the running
+            # and the stopped one (further first), the failed trial (no FID) last.
+            assert leaderboard_trials(page) == [record.number for record in ranked(records, "images")] == \
+                [1, 4, 5, 2, 3]
 
             # Every image loads; there is one per grid of each trial (all of them: at most 6) and the best's.
             images = page.eval_on_selector_all(
@@ -120,15 +118,17 @@ def test_the_search_report_in_a_real_browser_lists_every_trial_loads_every_image
             assert page.eval_on_selector("#best-grid", "image => image.naturalWidth") == GRID_PX
             assert not [url for url in requested if not url.startswith(("file:", "data:"))], requested
 
-            # Sorting by FID: a click reverses the ranking (the trial without an FID stays last), a second
-            # click restores it.
+            # Sorting: a click on the rank reverses the ranking, a click on best FID sorts by it (the trial
+            # without an FID stays last), a second click the other way.
+            page.locator("#leaderboard th", has_text=re.compile(r"^#$")).click()
+            assert leaderboard_trials(page) == [3, 2, 5, 4, 1]
             header = page.locator("#leaderboard th", has_text=re.compile(r"^best FID$"))
             header.click()
-            descending = [record.number for record in sorted(
-                (r for r in records if math.isfinite(r.best_fid)), key=lambda r: -r.best_fid)] + [3]
-            assert leaderboard_trials(page) == descending == [2, 5, 4, 1, 3]
+            ascending = [record.number for record in sorted(
+                (r for r in records if math.isfinite(r.best_fid)), key=lambda r: r.best_fid)] + [3]
+            assert leaderboard_trials(page) == ascending == [1, 4, 5, 2, 3]
             header.click()
-            assert leaderboard_trials(page) == [1, 4, 5, 2, 3]
+            assert leaderboard_trials(page) == [2, 5, 4, 1, 3]
             page.locator("#leaderboard th", has_text=re.compile(r"^trial$")).click()
             assert leaderboard_trials(page) == [1, 2, 3, 4, 5]
 

@@ -56,6 +56,18 @@ class TrialRecord:
         return best["fid"] if best else math.inf
 
     @property
+    def last(self) -> dict[str, Any] | None:
+        """The latest evaluation with a finite FID: where the trial ended (or has got to so far). This, not its
+        best, is what the search ranks trials by: the minimum of many noisy evaluations rewards luck."""
+        scored = [entry for entry in self.history if math.isfinite(entry.get("fid", math.inf))]
+        return scored[-1] if scored else None
+
+    @property
+    def last_fid(self) -> float:
+        last = self.last
+        return last["fid"] if last else math.inf
+
+    @property
     def images_seen(self) -> int:
         return max((int(entry["images_seen"]) for entry in self.history), default=0)
 

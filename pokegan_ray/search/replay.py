@@ -31,6 +31,10 @@ class ReplayOutcome:
     best_final_with: float  # the best final FID among the trials the scheduler let finish
     best_final_without: float  # the best final FID of all trials
     stopped: tuple[int, ...]  # the trials (their index in the curves) stopped early
+    # The final FID of the trial each search would return (search.results.ranked: among the trials that ran to
+    # their end, the lowest FID at their last rung), with and without early stopping.
+    picked_final_with: float = math.nan
+    picked_final_without: float = math.nan
 
     @property
     def compute_ratio(self) -> float:
@@ -40,6 +44,11 @@ class ReplayOutcome:
     def fid_gap(self) -> float:
         """How much worse the best finished trial is than the best of all: 0.05 is 5 %."""
         return self.best_final_with / self.best_final_without - 1.0
+
+    @property
+    def picked_gap(self) -> float:
+        """How much worse the trial the search returns is than the one a search without stopping returns."""
+        return self.picked_final_with / self.picked_final_without - 1.0
 
 
 def check_curves(curves: Sequence[dict[str, Any]], signal: str) -> None:
@@ -103,7 +112,12 @@ def replay_asha(curves: Sequence[dict[str, Any]], *, signal: str, grace: int, re
                 if following is not None:
                     start(following, clock)
     finished = [index for index in range(len(curves)) if index not in stopped]
+
+    def picked(indices: list[int]) -> float:
+        return float(curves[min(indices, key=lambda index: float(curves[index]["rungs"][-1]["fid"]))]["final_fid"])
+
     return ReplayOutcome(images_with=sum(seen), images_without=sum(ends),
                          best_final_with=min(float(curves[index]["final_fid"]) for index in finished),
                          best_final_without=min(float(trial["final_fid"]) for trial in curves),
-                         stopped=tuple(sorted(stopped)))
+                         stopped=tuple(sorted(stopped)), picked_final_with=picked(finished),
+                         picked_final_without=picked(list(range(len(curves)))))

@@ -8,8 +8,13 @@
     SEARCH/report.html          all of it on one self-contained page (pokegan_ray.report), rewritten as the search
                                 goes (SearchReport) and once more at its end
 
-Trials are ranked by their best FID, the measure of the final result; the search's rungs, plateau
-stopper and Optuna use its signal (search.signal), which every file names with its compute unit.
+Trials are ranked at equal compute, as the search's rungs compared them: those that went further first
+(every completed trial above every trial stopped early, a later rung above an earlier one), then by the FID
+of their last evaluation, what the trial's config became. Not by a trial's best FID: the minimum of many
+noisy evaluations rewards luck and early samples that training went past (over 18 recorded quick.yaml
+curves it picked the trial whose final FID at N=1008 was 3rd worst, 441.5; the last evaluation picked the
+best, 306.7). The best checkpoint *within* the chosen trial is still its best-scoring one. The search's
+rungs, plateau stopper and Optuna use its signal (search.signal), which every file names with its unit.
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ SUMMARY_FILE = "summary.json"
 REPORT_FILE = report.REPORT_FILE
 # A search's compute unit (the base config's train.unit) in words; its ledger key is runner.TIME_ATTRIBUTES'.
 UNIT_WORDS = {"steps": "generator steps", "images": "real images seen"}
+RANKING = "ranked at equal compute: furthest first, then by the FID of the last evaluation"
 
 
 def compared_at(space: SearchSpace, unit: str) -> str:
@@ -50,27 +56,34 @@ def compared_at(space: SearchSpace, unit: str) -> str:
     return f"rungs compare {SIGNALS[space.settings.signal]} at equal {UNIT_WORDS[unit]}"
 
 
-def ranked(records: list[TrialRecord]) -> list[TrialRecord]:
-    """Best FID first; failed trials and trials without an FID last, in trial order."""
-    return sorted(records, key=lambda record: (record.status == FAILED or not math.isfinite(record.best_fid),
-                                               record.best_fid if record.status != FAILED else math.inf,
-                                               record.number))
+def ranked(records: list[TrialRecord], unit: str = "steps") -> list[TrialRecord]:
+    """The search's result, best first, at equal compute (see the module's docstring): the trials that got
+    further in `unit` (the base config's train.unit) first, then the lower FID at their last evaluation;
+    failed trials and trials without an FID last, in trial order."""
+    def key(record: TrialRecord):
+        last = record.last
+        if record.status == FAILED or last is None:
+            return (True, 0, math.inf, record.number)
+        return (False, -int(last[TIME_ATTRIBUTES[unit]]), last["fid"], record.number)
+
+    return sorted(records, key=key)
 
 
-def best_trial(records: list[TrialRecord]) -> TrialRecord | None:
-    usable = [record for record in records if record.status != FAILED and math.isfinite(record.best_fid)]
-    return ranked(usable)[0] if usable else None
+def best_trial(records: list[TrialRecord], unit: str = "steps") -> TrialRecord | None:
+    usable = [record for record in records if record.status != FAILED and record.last is not None]
+    return ranked(usable, unit)[0] if usable else None
 
 
 def leaderboard_csv(records: list[TrialRecord], space: SearchSpace, unit: str = "steps") -> bytes:
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow(["rank", "trial", "trial_id", "status", "best_fid", "kid_at_best", "fid_infinity_at_best",
+    writer.writerow(["rank", "trial", "trial_id", "status", "last_fid", "last_kid", "last_fid_infinity", "best_fid",
                      "images_seen", "step", "rung_signal", "rung_unit", *space.dimension_names, "reason", "run_uri"])
-    for rank, record in enumerate(ranked(records), start=1):
-        best = record.best or {}
-        writer.writerow([rank, record.number, record.trial_id, record.status, _number(record.best_fid),
-                         _number(best.get("kid", math.nan), 6), _number(best.get("fid_infinity", math.nan)),
+    for rank, record in enumerate(ranked(records, unit), start=1):
+        last = record.last or {}
+        writer.writerow([rank, record.number, record.trial_id, record.status, _number(record.last_fid),
+                         _number(last.get("kid", math.nan), 6), _number(last.get("fid_infinity", math.nan)),
+                         _number(record.best_fid),
                          record.images_seen, record.step, space.settings.signal, unit,
                          *[record.params.get(name, "") for name in space.dimension_names], record.reason,
                          record.run_uri])
@@ -79,12 +92,13 @@ def leaderboard_csv(records: list[TrialRecord], space: SearchSpace, unit: str = 
 
 def leaderboard_table(records: list[TrialRecord], space: SearchSpace, unit: str = "steps") -> str:
     """The leaderboard for a terminal: one line per trial, the params that were sampled."""
-    header = f"{'#':>3} {'trial':>5} {'status':<9} {'best FID':>8} {'KID':>7} {'images':>9}  config"
-    lines = [f"ranked by best FID; {compared_at(space, unit)}", header, "-" * len(header)]
-    for rank, record in enumerate(ranked(records), start=1):
-        best = record.best or {}
-        line = (f"{rank:>3} {record.number:>5} {record.status:<9} {_number(record.best_fid):>8} "
-                f"{_number(best.get('kid', math.nan), 4):>7} {record.images_seen:>9,}  {record.params_text(' ')}")
+    header = f"{'#':>3} {'trial':>5} {'status':<9} {'last FID':>8} {'KID':>7} {'best FID':>8} {'images':>9}  config"
+    lines = [f"{RANKING}; {compared_at(space, unit)}", header, "-" * len(header)]
+    for rank, record in enumerate(ranked(records, unit), start=1):
+        last = record.last or {}
+        line = (f"{rank:>3} {record.number:>5} {record.status:<9} {_number(record.last_fid):>8} "
+                f"{_number(last.get('kid', math.nan), 4):>7} {_number(record.best_fid):>8} "
+                f"{record.images_seen:>9,}  {record.params_text(' ')}")
         if record.reason:
             line += f"\n{'':>28}-> {record.reason}"
         lines.append(line)
@@ -145,13 +159,13 @@ def write_results(folder: Location, records: list[TrialRecord], space: SearchSpa
 
     folder.join(LEADERBOARD_FILE).write_bytes_atomic(leaderboard_csv(records, space, unit))
     folder.join(PLOT_FILE).write_bytes_atomic(fid_plot(records, space, unit))
-    best = best_trial(records)
+    best = best_trial(records, unit)
     best_config_uri = best_checkpoint = best_samples_uri = best_samples = None
     if best is not None:
         config = yaml.safe_load(location(best.run_uri).join(CONFIG_FILE).read_bytes())
         length_key = "images" if (config.get("train") or {}).get("images") is not None else "steps"
-        header = (f"# The best config of search {folder.uri}: trial {best.number} ({best.trial_id}), best FID "
-                  f"{best.best_fid:.2f} after {best.images_seen:,} images.\n"
+        header = (f"# The best config of search {folder.uri}: trial {best.number} ({best.trial_id}), FID "
+                  f"{best.last_fid:.2f} after {best.images_seen:,} images (its best {best.best_fid:.2f}).\n"
                   f"# Train it longer with: pokegan train --config best_config.yaml --set train.{length_key}=N\n")
         folder.join(BEST_CONFIG_FILE).write_bytes_atomic(
             (header + yaml.safe_dump(config, sort_keys=False)).encode())
@@ -170,7 +184,8 @@ def write_results(folder: Location, records: list[TrialRecord], space: SearchSpa
         "rung_unit": unit,
         "report_uri": report_uri,
         "best": None if best is None else {
-            "trial": best.number, "trial_id": best.trial_id, "best_fid": best.best_fid, "params": best.params,
+            "trial": best.number, "trial_id": best.trial_id, "last_fid": best.last_fid, "best_fid": best.best_fid,
+            "images_seen": best.images_seen, "params": best.params,
             "checkpoint_uri": best_checkpoint, "config_uri": best_config_uri},
     }
     folder.join(SUMMARY_FILE).write_bytes_atomic(json.dumps(summary, indent=1).encode())
@@ -196,17 +211,16 @@ class SearchReport:
         files = {record.trial_id: self._grid_files(record) for record in records}
         grids = {record.trial_id: report.trial_grids(record, files[record.trial_id], self.thumbnails)
                  for record in records}
-        best_grid, caption = self._best_grid(best_trial(records), files, best_samples)
+        best_grid, caption = self._best_grid(best_trial(records, self.unit), files, best_samples)
         full = {record.trial_id: report.full_images(record, *self.lengths[record.trial_id])
                 for record in records if self._read_length(record)}
         description = f"{self.space.source}: {self.space.description}" if self.space.description else \
             self.space.source
         # "pokegan search: demo" (a search named "search" would otherwise read "pokegan search search")
         return report.Page(title=f"pokegan search: {self.folder.uri.rstrip('/').rsplit('/', 1)[-1]}",
-                           records=ranked(records), dimension_names=list(self.space.dimension_names),
+                           records=ranked(records, self.unit), dimension_names=list(self.space.dimension_names),
                            signal=self.space.settings.signal,
-                           about=f"{description.rstrip('.')}. Trials ranked by best FID; "
-                                 f"{compared_at(self.space, self.unit)}.",
+                           about=f"{description.rstrip('.')}. Trials {RANKING}; {compared_at(self.space, self.unit)}.",
                            grids=grids, best_grid=best_grid, best_grid_caption=caption, full_images=full,
                            written_at=time.time())
 

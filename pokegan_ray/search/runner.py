@@ -56,8 +56,8 @@ TRIAL_DRIVER_CPUS = 0.01
 DATA_READ_CPUS = 1.0
 # A trial whose process dies (its node went away) is restarted from its last checkpoint this many times.
 TRIAL_MAX_FAILURES = 3
-# Optuna minimises the best value of the search's signal a trial reached ("best_" + search.signal); every
-# evaluation the training loop reports carries it, computed from the run's history, so it survives restarts.
+# Optuna minimises the search's signal at a trial's last evaluation (Tune's OptunaSearch reads the last
+# result), as the leaderboard ranks trials: not the best value it reached, which rewards a lucky evaluation.
 # A trial that cannot be placed while nothing else of the search runs is reported after this long.
 PENDING_NOTICE_S = 45.0
 
@@ -923,7 +923,7 @@ def _searcher(space: SearchSpace, settings: SearchSettings, manifest: dict[str, 
         return BasicVariantGenerator(points_to_evaluate=initial_population(space, settings, facts),
                                      max_concurrent=0 if settings.pbt_synchronous else concurrent)
     return OptunaSearch(
-        space=define_by_run(space, facts), metric=f"best_{settings.signal}", mode="min",
+        space=define_by_run(space, facts), metric=settings.signal, mode="min",
         points_to_evaluate=[_optuna_point(space, point) for point in settings.first_trials] or None,
         sampler=optuna.samplers.TPESampler(seed=settings.seed, n_startup_trials=settings.startup_trials))
 

@@ -108,7 +108,7 @@ class SearchSettings:
     # continue from a better one's checkpoint with its mutable dimensions perturbed); "none": every trial runs
     # to its end.
     scheduler: str = "asha"
-    # What trials are ranked by at a rung, by the plateau stopper and by Optuna (its best value): fid, kid or
+    # What trials are ranked by at a rung, by the plateau stopper and by Optuna (at a trial's end): fid, kid or
     # fid_infinity, all at train.eval_images generated images (FID at a larger N: raise eval_images).
     signal: str = "fid"
     grace: int = 0  # train's unit (steps, or images with train.images) before the first rung; 0 = train.eval_every
