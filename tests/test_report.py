@@ -105,7 +105,7 @@ def test_the_search_report_in_a_real_browser_lists_every_trial_loads_every_image
 
             # One row per trial, ranked at equal compute: the completed trials by their last FID, then the running
             # and the stopped one (further first), the failed trial (no FID) last.
-            assert leaderboard_trials(page) == [record.number for record in ranked(records, "images")] == \
+            assert leaderboard_trials(page) == [record.number for record in ranked(records)] == \
                 [1, 4, 5, 2, 3]
 
             # Every image loads; there is one per grid of each trial (all of them: at most 6) and the best's.

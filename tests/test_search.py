@@ -121,9 +121,9 @@ def test_search_runs_cuts_records_failures_and_its_best_config_trains(mlflow_ser
     rows = list(csv.DictReader(open(folder / "leaderboard.csv")))
     assert [int(row["trial"]) for row in rows][-1] == 3  # the failed trial ranks last
     assert {row["status"] for row in rows} >= {COMPLETED, STOPPED, FAILED}
-    # At equal compute: trials that went further first, then by the FID of their last evaluation.
-    order = [(-int(row["images_seen"]), float(row["last_fid"])) for row in rows if row["last_fid"] != "-"]
-    assert order == sorted(order) and math.isfinite(order[0][1]) and rows[0]["status"] == COMPLETED
+    # At equal compute: the completed trials first, by the FID of their last evaluation.
+    completed = [float(row["last_fid"]) for row in rows if row["status"] == COMPLETED]
+    assert rows[0]["status"] == COMPLETED and completed == sorted(completed) and math.isfinite(completed[0])
     assert rows[0]["trial_id"] == outcome.best.trial_id
     assert {(row["rung_signal"], row["rung_unit"]) for row in rows} == {("kid", "images")}
     assert (folder / "fid_vs_images.png").read_bytes()[:4] == b"\x89PNG"
@@ -221,8 +221,8 @@ def test_the_search_picks_trials_at_equal_compute_by_their_last_fid_not_their_lu
     from pokegan_ray.search.results import best_trial, leaderboard_table, ranked
     from pokegan_ray.search.runner import _searcher
 
-    def record_of(number: int, status: str, fids: list[float]) -> TrialRecord:
-        history = [{"step": 75 * index, "images_seen": 2400 * index, "fid": fid, "kid": fid / 1000,
+    def record_of(number: int, status: str, fids: list[float], batch_images: int = 32) -> TrialRecord:
+        history = [{"step": 75 * index, "images_seen": 75 * batch_images * index, "fid": fid, "kid": fid / 1000,
                     "fid_infinity": fid} for index, fid in enumerate(fids, start=1)]
         return TrialRecord(trial_id=f"t{number}", number=number, params={}, run_uri="", status=status,
                            history=history)
@@ -230,13 +230,16 @@ def test_the_search_picks_trials_at_equal_compute_by_their_last_fid_not_their_lu
     records = [record_of(1, STOPPED, [300.0, 420.0]),  # the lowest FID of all, at 2,400 images; cut at 4,800
                record_of(2, COMPLETED, [380.0, 360.0, 350.0, 340.0]),
                record_of(3, COMPLETED, [390.0, 310.0, 330.0, 370.0]),  # best 310 mid-run, ends at 370
-               record_of(4, STOPPED, [400.0]), record_of(5, FAILED, [])]
-    assert [record.number for record in ranked(records, "images")] == [2, 3, 1, 4, 5]
-    assert best_trial(records, "images").number == 2
+               record_of(4, STOPPED, [400.0]), record_of(5, FAILED, []),
+               # cut at the same rung as trial 1, its images a little ahead (2 critic steps of 16 a step):
+               # the same rung, so the FID there decides
+               record_of(6, STOPPED, [390.0, 425.0], batch_images=33)]
+    assert [record.number for record in ranked(records)] == [2, 3, 1, 6, 4, 5]
+    assert best_trial(records).number == 2
     kid_space = space([trial("dcgan")], signal="kid")
     table = leaderboard_table(records, kid_space, "images")
     assert [int(line.split()[1]) for line in table.splitlines()[3:] if not line.lstrip().startswith("->")] == \
-        [2, 3, 1, 4, 5]
+        [2, 3, 1, 6, 4, 5]
 
     # Optuna learns a trial's signal where it ended (Tune's OptunaSearch reads the last result), not its best.
     searcher = _searcher(kid_space, kid_space.settings, {"classes": []}, concurrent=1)

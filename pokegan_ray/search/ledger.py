@@ -45,9 +45,14 @@ class TrialRecord:
         return self.status in (COMPLETED, STOPPED, FAILED)
 
     @property
+    def scored(self) -> list[dict[str, Any]]:
+        """The evaluations with a finite FID, in the order they were reported."""
+        return [entry for entry in self.history if math.isfinite(entry.get("fid", math.inf))]
+
+    @property
     def best(self) -> dict[str, Any] | None:
         """The evaluation with the lowest FID, if any."""
-        scored = [entry for entry in self.history if math.isfinite(entry.get("fid", math.inf))]
+        scored = self.scored
         return min(scored, key=lambda entry: entry["fid"]) if scored else None
 
     @property
@@ -59,7 +64,7 @@ class TrialRecord:
     def last(self) -> dict[str, Any] | None:
         """The latest evaluation with a finite FID: where the trial ended (or has got to so far). This, not its
         best, is what the search ranks trials by: the minimum of many noisy evaluations rewards luck."""
-        scored = [entry for entry in self.history if math.isfinite(entry.get("fid", math.inf))]
+        scored = self.scored
         return scored[-1] if scored else None
 
     @property

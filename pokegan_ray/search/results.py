@@ -56,22 +56,24 @@ def compared_at(space: SearchSpace, unit: str) -> str:
     return f"rungs compare {SIGNALS[space.settings.signal]} at equal {UNIT_WORDS[unit]}"
 
 
-def ranked(records: list[TrialRecord], unit: str = "steps") -> list[TrialRecord]:
-    """The search's result, best first, at equal compute (see the module's docstring): the trials that got
-    further in `unit` (the base config's train.unit) first, then the lower FID at their last evaluation;
-    failed trials and trials without an FID last, in trial order."""
+def ranked(records: list[TrialRecord]) -> list[TrialRecord]:
+    """The search's result, best first, at equal compute (see the module's docstring): the trials with more
+    evaluations first (every trial evaluates at the same train.eval_every, so that is the rung it reached:
+    trials of different batch sizes or critic steps count as equal there even when their images seen differ
+    by a batch), then the lower FID at their last evaluation; failed trials and trials without an FID last,
+    in trial order."""
     def key(record: TrialRecord):
-        last = record.last
-        if record.status == FAILED or last is None:
+        scored = record.scored
+        if record.status == FAILED or not scored:
             return (True, 0, math.inf, record.number)
-        return (False, -int(last[TIME_ATTRIBUTES[unit]]), last["fid"], record.number)
+        return (False, -len(scored), scored[-1]["fid"], record.number)
 
     return sorted(records, key=key)
 
 
-def best_trial(records: list[TrialRecord], unit: str = "steps") -> TrialRecord | None:
+def best_trial(records: list[TrialRecord]) -> TrialRecord | None:
     usable = [record for record in records if record.status != FAILED and record.last is not None]
-    return ranked(usable, unit)[0] if usable else None
+    return ranked(usable)[0] if usable else None
 
 
 def leaderboard_csv(records: list[TrialRecord], space: SearchSpace, unit: str = "steps") -> bytes:
@@ -79,7 +81,7 @@ def leaderboard_csv(records: list[TrialRecord], space: SearchSpace, unit: str = 
     writer = csv.writer(buffer)
     writer.writerow(["rank", "trial", "trial_id", "status", "last_fid", "last_kid", "last_fid_infinity", "best_fid",
                      "images_seen", "step", "rung_signal", "rung_unit", *space.dimension_names, "reason", "run_uri"])
-    for rank, record in enumerate(ranked(records, unit), start=1):
+    for rank, record in enumerate(ranked(records), start=1):
         last = record.last or {}
         writer.writerow([rank, record.number, record.trial_id, record.status, _number(record.last_fid),
                          _number(last.get("kid", math.nan), 6), _number(last.get("fid_infinity", math.nan)),
@@ -94,7 +96,7 @@ def leaderboard_table(records: list[TrialRecord], space: SearchSpace, unit: str 
     """The leaderboard for a terminal: one line per trial, the params that were sampled."""
     header = f"{'#':>3} {'trial':>5} {'status':<9} {'last FID':>8} {'KID':>7} {'best FID':>8} {'images':>9}  config"
     lines = [f"{RANKING}; {compared_at(space, unit)}", header, "-" * len(header)]
-    for rank, record in enumerate(ranked(records, unit), start=1):
+    for rank, record in enumerate(ranked(records), start=1):
         last = record.last or {}
         line = (f"{rank:>3} {record.number:>5} {record.status:<9} {_number(record.last_fid):>8} "
                 f"{_number(last.get('kid', math.nan), 4):>7} {_number(record.best_fid):>8} "
@@ -159,7 +161,7 @@ def write_results(folder: Location, records: list[TrialRecord], space: SearchSpa
 
     folder.join(LEADERBOARD_FILE).write_bytes_atomic(leaderboard_csv(records, space, unit))
     folder.join(PLOT_FILE).write_bytes_atomic(fid_plot(records, space, unit))
-    best = best_trial(records, unit)
+    best = best_trial(records)
     best_config_uri = best_checkpoint = best_samples_uri = best_samples = None
     if best is not None:
         config = yaml.safe_load(location(best.run_uri).join(CONFIG_FILE).read_bytes())
@@ -211,14 +213,14 @@ class SearchReport:
         files = {record.trial_id: self._grid_files(record) for record in records}
         grids = {record.trial_id: report.trial_grids(record, files[record.trial_id], self.thumbnails)
                  for record in records}
-        best_grid, caption = self._best_grid(best_trial(records, self.unit), files, best_samples)
+        best_grid, caption = self._best_grid(best_trial(records), files, best_samples)
         full = {record.trial_id: report.full_images(record, *self.lengths[record.trial_id])
                 for record in records if self._read_length(record)}
         description = f"{self.space.source}: {self.space.description}" if self.space.description else \
             self.space.source
         # "pokegan search: demo" (a search named "search" would otherwise read "pokegan search search")
         return report.Page(title=f"pokegan search: {self.folder.uri.rstrip('/').rsplit('/', 1)[-1]}",
-                           records=ranked(records, self.unit), dimension_names=list(self.space.dimension_names),
+                           records=ranked(records), dimension_names=list(self.space.dimension_names),
                            signal=self.space.settings.signal,
                            about=f"{description.rstrip('.')}. Trials {RANKING}; {compared_at(self.space, self.unit)}.",
                            grids=grids, best_grid=best_grid, best_grid_caption=caption, full_images=full,
