@@ -62,7 +62,9 @@ shared), plus ~2-6 minutes once for the real statistics when the set has none ca
 runs a subset.
 
 Last line: `vs_seeds: best_seed_fid=<x> ours_fid=<y> ratio=<y/x>`, x the best seed row run, y the
-best pokegan row run (pokegan-* and search-best); a failed or non-finite run counts as FID inf.
+best pokegan row run (pokegan-* and search-best); a failed or non-finite run counts as FID inf, and a
+ratio with a side that did not run is nan. With both search-best and pokegan-default, the line before it
+is `vs_seeds: search_best_fid=<y> default_fid=<x> ratio=<y/x>`.
 """
 
 from __future__ import annotations
@@ -347,11 +349,26 @@ def row_line(row: Row) -> str:
             f"(training {row.train_seconds:.0f}){status}")
 
 
+def _ratio(ours: float, theirs: float) -> float:
+    """ours / theirs; nan where a side did not run (inf), so a missing row never reads as a win."""
+    return ours / theirs if 0 < theirs < math.inf and ours < math.inf else math.nan
+
+
+def search_line(rows: list[Row]) -> str | None:
+    """`vs_seeds: search_best_fid=<y> default_fid=<x> ratio=<y/x>` when both rows ran: does a quick.yaml
+    search's pick beat pokegan's defaults at the same images seen?"""
+    fids = {row.name: row.fid for row in rows}
+    if SEARCH_BEST not in fids or "pokegan-default" not in fids:
+        return None
+    search_best, default = fids[SEARCH_BEST], fids["pokegan-default"]
+    return (f"vs_seeds: search_best_fid={search_best:.2f} default_fid={default:.2f} "
+            f"ratio={_ratio(search_best, default):.3f}")
+
+
 def summary_line(rows: list[Row]) -> str:
     best_seed = min((row.fid for row in rows if row.name in SEED_RECIPES), default=math.inf)
     ours = min((row.fid for row in rows if row.name not in SEED_RECIPES), default=math.inf)
-    ratio = ours / best_seed if best_seed > 0 and not (math.isinf(ours) and math.isinf(best_seed)) else math.nan
-    return f"vs_seeds: best_seed_fid={best_seed:.2f} ours_fid={ours:.2f} ratio={ratio:.3f}"
+    return f"vs_seeds: best_seed_fid={best_seed:.2f} ours_fid={ours:.2f} ratio={_ratio(ours, best_seed):.3f}"
 
 
 def main() -> None:
@@ -411,6 +428,8 @@ def main() -> None:
     for row in rows:
         print(row_line(row))
     sys.stdout.flush()
+    if (line := search_line(rows)) is not None:
+        print(line)
     print(summary_line(rows))
 
 
