@@ -259,10 +259,13 @@ def test_pbt_continues_a_worse_trial_from_a_better_ones_checkpoint_with_perturbe
         "description": "pbt", "base": {**BASE, "train": {**BASE["train"], "images": 2 * RUNG_IMAGES,
                                                          "sample_every": 2 * RUNG_IMAGES, "eval_images": 8},
                                        "scale": {**BASE["scale"], "workers": 2, "cpus_per_worker": 0.2}},
-        "dimensions": {"loss.generator_learning_rate": rates},
+        # The loss is not mutable: the worse trial takes the better one's with its checkpoint, and none of the
+        # defaults its own loss resolved (hinge's Adam betas (0.5, 0.9); dcgan's are (0.5, 0.999)).
+        "dimensions": {"loss.name": {"type": "categorical", "values": ["dcgan", "hinge"]},
+                       "loss.generator_learning_rate": rates},
         "search": {"samples": 2, "concurrent": 2, "scheduler": "pbt", "pbt_quantile": 0.5,
-                   "first_trials": [{"loss.generator_learning_rate": 2.0e-4},
-                                    {"loss.generator_learning_rate": 0.3}]}}))  # 0.3: clearly worse
+                   "first_trials": [{"loss.name": "dcgan", "loss.generator_learning_rate": 2.0e-4},
+                                    {"loss.name": "hinge", "loss.generator_learning_rate": 0.3}]}}))  # clearly worse
     storage = tmp_path / "searches"
     # Ctrl+C right after the copy, before the worse trial trains on: Tune's saved state then still points
     # the worse trial at its own older checkpoint, and --resume must go on from the copy regardless.
@@ -320,6 +323,8 @@ def test_pbt_continues_a_worse_trial_from_a_better_ones_checkpoint_with_perturbe
     run_config = yaml.safe_load(location(worse.run_uri).join("config.yaml").read_bytes())
     assert run_config["loss"]["generator_learning_rate"] == pytest.approx(rate["now"])
     assert worse.params["loss.generator_learning_rate"] == pytest.approx(rate["now"])
+    assert worse.params["loss.name"] == run_config["loss"]["name"] == "dcgan"
+    assert run_config["loss"]["adam_betas"] == [0.5, 0.999]  # the copied trial's, not a merge with its own
 
 
 def test_resume_after_the_driver_is_killed_keeps_finished_trials_and_ends_every_trial(labelled_data, tmp_path):

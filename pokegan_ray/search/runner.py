@@ -134,8 +134,11 @@ def run_trial(params: dict[str, Any], context: TrialContext) -> None:
         return
     sampled = {name: params[name] for name in context.space.dimension_names if params.get(name) is not None}
     record = Ledger(location(context.search_uri)).read(trial_id)
-    if record and record.exploitations:
-        sampled = dict(record.params)  # the copied trial's config, perturbed (Tune's restored one may be older)
+    # A PBT trial that took another's checkpoint trains the copied trial's config, perturbed (Tune's restored
+    # one may be older), and nothing of the config it had before.
+    copied = bool(record and record.exploitations)
+    if copied:
+        sampled = dict(record.params)
     raw = merge_sections(trial_config(context.space, sampled), context.overrides)
     storage = location(context.runs_uri)
     # A restarted trial (a lost node, or --resume) continues its own run from its last checkpoint.
@@ -144,7 +147,7 @@ def run_trial(params: dict[str, Any], context: TrialContext) -> None:
     try:
         run = prepare_run(raw, storage=storage, name=trial_id, resume=resume,
                           inception_weights=context.inception_weights, warm_start_uri=None, cluster=context.cluster,
-                          continue_from=continue_from)
+                          continue_from=continue_from, fresh_config=copied)
     except TrainError as error:
         raise TrialFailed(f"the sampled config cannot train: {error}") from None
     if runs_in_trial(run.experiment):
@@ -155,7 +158,7 @@ def run_trial(params: dict[str, Any], context: TrialContext) -> None:
         try:
             outcome = train(raw, storage_uri=context.runs_uri, name=trial_id, resume=resume,
                             inception_weights=context.inception_weights, callbacks=[FidReporter()],
-                            cluster=context.cluster, continue_from=continue_from)
+                            cluster=context.cluster, continue_from=continue_from, fresh_config=copied)
         except TrainError as error:
             raise TrialFailed(f"the sampled config cannot train: {error}") from None
         status = {"status": outcome.status, "step": outcome.step, "message": outcome.message}

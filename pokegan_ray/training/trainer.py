@@ -132,15 +132,19 @@ class PreparedRun:
 
 def prepare_run(raw_config: dict[str, Any], *, storage: Location, name: str | None, resume: bool,
                 inception_weights: str | None, warm_start_uri: str | None, cluster: ClusterOptions,
-                continue_from: tuple[str, int] | None = None) -> PreparedRun:
-    """Resolve the config (a resumed run's saved one under the new overrides) and set up `STORAGE/NAME/`."""
+                continue_from: tuple[str, int] | None = None, fresh_config: bool = False) -> PreparedRun:
+    """Resolve the config (a resumed run's saved one under the new overrides) and set up `STORAGE/NAME/`.
+    `fresh_config`: a resumed run's config is `raw_config` alone, as for a PBT trial that took another trial's
+    checkpoint: it trains that trial's config (perturbed), and the defaults its own saved config resolved for
+    what it was before (another loss's Adam betas, a critic schedule) must not leak into it."""
     if resume:
         if not name:
             raise TrainError("--resume needs the run's name")
         saved = storage.join(name, CONFIG_FILE)
         if not saved.exists():
             raise TrainError(f"no run {name!r} under {storage.uri} (no {saved.uri}); `ls` the storage for run names")
-        raw_config = merge_sections(yaml.safe_load(saved.read_bytes()), raw_config)
+        if not fresh_config:
+            raw_config = merge_sections(yaml.safe_load(saved.read_bytes()), raw_config)
     experiment, manifest = resolve_config(raw_config)
     if not name:
         name = run_name(experiment, datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M%S"))
@@ -201,7 +205,7 @@ def write_run_config(run: PreparedRun) -> None:
 def train(raw_config: dict[str, Any], *, storage_uri: str, name: str | None = None, resume: bool = False,
           inception_weights: str | None = None, callbacks: list | None = None,
           warm_start_uri: str | None = None, cluster: ClusterOptions = ClusterOptions(),
-          continue_from: tuple[str, int] | None = None, show_progress: bool = False,
+          continue_from: tuple[str, int] | None = None, fresh_config: bool = False, show_progress: bool = False,
           tracker: "TrainTracking | None" = None) -> TrainOutcome:
     """Run (or resume) one training run; returns what happened. Raises TrainError before training
     when anything is wrong with the config, data, cluster or storage.
@@ -209,9 +213,10 @@ def train(raw_config: dict[str, Any], *, storage_uri: str, name: str | None = No
     `warm_start_uri` (a checkpoint or registry model file) starts G and its EMA from that file's
     EMA generator instead of random weights; D and the optimisers start fresh. `continue_from` (a PBT trial's
     (checkpoint, copies of other trials' checkpoints taken); see RunContext) continues from that
-    checkpoint unless the run has written one since its latest copy. On a cluster that may grow, waits (up to
-    `cluster.wait_timeout_s`) for the nodes the workers need. `show_progress`: this process shows the run's
-    progress (a bar on a terminal, else a line per report), read from the run folder's progress.json. With a
+    checkpoint unless the run has written one since its latest copy (with `fresh_config`: see prepare_run). On a
+    cluster that may grow, waits (up to `cluster.wait_timeout_s`) for the nodes the workers need.
+    `show_progress`: this process shows the run's progress (a bar on a terminal, else a line per report), read
+    from the run folder's progress.json. With a
     `tracker` (`--mlflow`) the run is logged to MLflow from this process as it trains
     (pokegan_ray.tracking.train); the caller ends the MLflow run."""
     from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig
@@ -223,7 +228,8 @@ def train(raw_config: dict[str, Any], *, storage_uri: str, name: str | None = No
 
     storage = writable_storage(storage_uri)
     run = prepare_run(raw_config, storage=storage, name=name, resume=resume, inception_weights=inception_weights,
-                      warm_start_uri=warm_start_uri, cluster=cluster, continue_from=continue_from)
+                      warm_start_uri=warm_start_uri, cluster=cluster, continue_from=continue_from,
+                      fresh_config=fresh_config)
     experiment, scale = run.experiment, run.experiment.scale
     check_cluster(experiment, storage.uri, cluster, f"run {run.name} ({scale.workers} Train worker(s))")
     write_run_config(run)
