@@ -7,10 +7,14 @@ the FID they reached when they were stopped). Compute is measured as the real im
 the discriminators of all trials together (a stopped or failed trial counts what it saw).
 
     python benchmarks/search_saving.py [--space search_spaces/quick.yaml] [--samples 6] [--steps N]
-                                       [--data URI] [--storage DIR]
+                                       [--scheduler asha|pbt] [--data URI] [--storage DIR]
 
 Last line: `search_saving: compute_ratio=<with/without> best_fid_with=<x> best_fid_without=<y>`
-(target: compute_ratio <= 0.33 with best_fid_with within 5 % of best_fid_without).
+(target: compute_ratio <= 0.33 with best_fid_with within 5 % of best_fid_without); best FID is the FID
+at the last evaluation of the trial each search picks (search.results.ranked), at the space's eval_images.
+`--scheduler pbt` compares a PBT population of `--samples` trials (all at once: the space's
+perturbation_interval, pbt_quantile and mutable dimensions) with the same number of trials without
+stopping, at equal compute: `search_saving: pbt compute_ratio=<~1> best_fid_with=<pbt> best_fid_without=<y>`.
 
 With `--replay FILE` (a `rung_fidelity.json`: curves recorded without early stopping, each trial's
 final FID at a large N) it trains nothing: the curves go through the search's own ASHA scheduler
@@ -50,6 +54,8 @@ from pokegan_ray.search.space import SearchSpace
 
 def one_search(space: SearchSpace, scheduler: str, args, storage: str):
     settings = dataclasses.replace(space.settings, scheduler=scheduler, samples=args.samples)
+    if scheduler == "pbt":  # a synchronous population: every member runs at once
+        settings = dataclasses.replace(settings, concurrent=args.samples)
     started = time.perf_counter()
     overrides = {"train": {"steps": args.steps}} if args.steps else {}
     outcome = run_search(dataclasses.replace(space, settings=settings), storage_uri=storage,
@@ -146,6 +152,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--space", default="search_spaces/quick.yaml")
     parser.add_argument("--samples", type=int, default=6, help="trials per search (default: 6)")
+    parser.add_argument("--scheduler", choices=["asha", "pbt"], default="asha",
+                        help="the search compared with one without stopping (pbt: every trial at once, so at "
+                             "equal compute; default: asha)")
     parser.add_argument("--steps", type=int, default=0, help="generator steps per trial (default: the space's)")
     parser.add_argument("--data", default=None, help="prepared set (default: the bundled one, prepared if absent)")
     parser.add_argument("--storage", default=None, help="where both searches go (default: a temporary folder)")
@@ -182,9 +191,10 @@ def main() -> None:
     storage = args.storage or tempfile.mkdtemp(prefix="search-saving-")
     print(f"space {args.space}, {args.samples} trials each, seed {space.settings.seed}, storage {storage}",
           flush=True)
-    images_with, best_with = one_search(space, "asha", args, os.path.join(storage, "with"))
+    images_with, best_with = one_search(space, args.scheduler, args, os.path.join(storage, "with"))
     images_without, best_without = one_search(space, "none", args, os.path.join(storage, "without"))
-    print(f"search_saving: compute_ratio={images_with / images_without:.2f} best_fid_with={best_with:.2f} "
+    what = "" if args.scheduler == "asha" else f"{args.scheduler} "
+    print(f"search_saving: {what}compute_ratio={images_with / images_without:.2f} best_fid_with={best_with:.2f} "
           f"best_fid_without={best_without:.2f}")
 
 
