@@ -63,7 +63,7 @@ runs a subset.
 
 Last line: `vs_seeds: best_seed_fid=<x> ours_fid=<y> ratio=<y/x>`, x the best seed row run, y the
 best pokegan row run (pokegan-* and search-best); a failed or non-finite run counts as FID inf, and a
-ratio with a side that did not run is nan. With both search-best and pokegan-default, the line before it
+ratio against a side without an FID is nan. With both search-best and pokegan-default, the line before it
 is `vs_seeds: search_best_fid=<y> default_fid=<x> ratio=<y/x>`.
 """
 
@@ -183,8 +183,9 @@ SEED_RECIPES: dict[str, tuple[str, dict[str, dict[str, Any]]]] = {
 # FastGAN's own block (nearest-upsample + conv), as pokegan's "lightweight" preset has it.
 LIGHTWEIGHT = {"model": {"architecture": "lightweight", "upsampler": "upsample"}, "loss": {"name": "hinge"}}
 # pokegan's own recipes; DiffAugment (color, translation, cutout) and the EMA of G are the defaults.
+DEFAULT_ROW = "pokegan-default"
 POKEGAN_RECIPES: dict[str, tuple[str, dict[str, dict[str, Any]]]] = {
-    "pokegan-default": ("ExperimentConfig defaults", {}),
+    DEFAULT_ROW: ("ExperimentConfig defaults", {}),
     "pokegan-lightweight": ("architecture lightweight + hinge loss", LIGHTWEIGHT),
     "pokegan-lightweight-ada": ("lightweight + adaptive augmentation + R1 0.1", {
         "model": LIGHTWEIGHT["model"],
@@ -350,17 +351,18 @@ def row_line(row: Row) -> str:
 
 
 def _ratio(ours: float, theirs: float) -> float:
-    """ours / theirs; nan where a side did not run (inf), so a missing row never reads as a win."""
-    return ours / theirs if 0 < theirs < math.inf and ours < math.inf else math.nan
+    """ours / theirs; nan where the side compared against has no FID (not run, or failed), so a missing row
+    never reads as a win; inf where only ours failed."""
+    return ours / theirs if 0 < theirs < math.inf else math.nan
 
 
 def search_line(rows: list[Row]) -> str | None:
     """`vs_seeds: search_best_fid=<y> default_fid=<x> ratio=<y/x>` when both rows ran: does a quick.yaml
     search's pick beat pokegan's defaults at the same images seen?"""
     fids = {row.name: row.fid for row in rows}
-    if SEARCH_BEST not in fids or "pokegan-default" not in fids:
+    if SEARCH_BEST not in fids or DEFAULT_ROW not in fids:
         return None
-    search_best, default = fids[SEARCH_BEST], fids["pokegan-default"]
+    search_best, default = fids[SEARCH_BEST], fids[DEFAULT_ROW]
     return (f"vs_seeds: search_best_fid={search_best:.2f} default_fid={default:.2f} "
             f"ratio={_ratio(search_best, default):.3f}")
 
