@@ -216,9 +216,8 @@ def train(raw_config: dict[str, Any], *, storage_uri: str, name: str | None = No
     checkpoint unless the run has written one since its latest copy (with `fresh_config`: see prepare_run). On a
     cluster that may grow, waits (up to `cluster.wait_timeout_s`) for the nodes the workers need.
     `show_progress`: this process shows the run's progress (a bar on a terminal, else a line per report), read
-    from the run folder's progress.json. With a
-    `tracker` (`--mlflow`) the run is logged to MLflow from this process as it trains
-    (pokegan_ray.tracking.train); the caller ends the MLflow run."""
+    from the run folder's progress.json. With a `tracker` (`--mlflow`) the run is logged to MLflow from this
+    process as it trains (pokegan_ray.tracking.train); the caller ends the MLflow run."""
     from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig
     from ray.train.torch import TorchTrainer
 
