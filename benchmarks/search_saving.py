@@ -8,13 +8,17 @@ the discriminators of all trials together (a stopped or failed trial counts what
 
     python benchmarks/search_saving.py [--space search_spaces/quick.yaml] [--samples 6] [--steps N]
                                        [--scheduler asha|pbt] [--data URI] [--storage DIR]
+                                       [--final-n N] [--score-only]
 
-Last line: `search_saving: compute_ratio=<with/without> best_fid_with=<x> best_fid_without=<y>`
-(target: compute_ratio <= 0.33 with best_fid_with within 5 % of best_fid_without); best FID is the FID
-at the last evaluation of the trial each search picks (search.results.ranked), at the space's eval_images.
-`--scheduler pbt` compares a PBT population of `--samples` trials (all at once: the space's
+Last line: `search_saving: compute_ratio=<with/without> best_fid_with=<x> best_fid_without=<y>
+final_fid_with=<x'> final_fid_without=<y'>` (target: compute_ratio <= 0.33 with final_fid_with within 5 % of
+final_fid_without). best FID is the FID at the last evaluation of the trial each search picks
+(search.results.ranked), at the space's eval_images; final FID is that trial's last checkpoint scored from
+`--final-n` generated images (default: as many as the originals) against every original, as `pokegan
+evaluate` does. `--scheduler pbt` compares a PBT population of `--samples` trials (all at once: the space's
 perturbation_interval, pbt_quantile and mutable dimensions) with the same number of trials without
-stopping, at equal compute: `search_saving: pbt compute_ratio=<~1> best_fid_with=<pbt> best_fid_without=<y>`.
+stopping, at equal compute: `search_saving: pbt compute_ratio=<~1> best_fid_with=<pbt> ...`.
+`--score-only --storage DIR` trains nothing and scores the two searches an earlier run left in DIR.
 
 With `--replay FILE` (a `rung_fidelity.json`: curves recorded without early stopping, each trial's
 final FID at a large N) it trains nothing: the curves go through the search's own ASHA scheduler
@@ -41,6 +45,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import os
 import tempfile
 import time
@@ -48,25 +53,54 @@ import time
 import numpy as np
 
 from pokegan_ray.cli import ensure_default_data, init_ray
+from pokegan_ray.metrics import weights_path_from_environment
+from pokegan_ray.search.ledger import Ledger
+from pokegan_ray.search.results import best_trial
 from pokegan_ray.search.runner import run_search
 from pokegan_ray.search.space import SearchSpace
+from pokegan_ray.storage import location
+from pokegan_ray.training.evaluation import evaluate_checkpoint
 
 
 def one_search(space: SearchSpace, scheduler: str, args, storage: str):
-    settings = dataclasses.replace(space.settings, scheduler=scheduler, samples=args.samples)
-    if scheduler == "pbt":  # a synchronous population: every member runs at once
-        settings = dataclasses.replace(settings, concurrent=args.samples)
+    """Runs one search (or, with --score-only, reads the one already in `storage`): (images seen, the pick's
+    last FID, the pick's final FID at --final-n)."""
+    name = f"saving-{scheduler}"
     started = time.perf_counter()
-    overrides = {"train": {"steps": args.steps}} if args.steps else {}
-    outcome = run_search(dataclasses.replace(space, settings=settings), storage_uri=storage,
-                         name=f"saving-{scheduler}", data_uri=args.data, overrides=overrides)
+    if args.score_only:
+        records = Ledger(location(storage).join(name)).records()
+        if not records:
+            raise SystemExit(f"--score-only: no search {name!r} under {storage} (the --storage of an earlier run)")
+    else:
+        settings = dataclasses.replace(space.settings, scheduler=scheduler, samples=args.samples)
+        if scheduler == "pbt":  # a synchronous population: every member runs at once
+            settings = dataclasses.replace(settings, concurrent=args.samples)
+        overrides = {"train": {"steps": args.steps}} if args.steps else {}
+        records = run_search(dataclasses.replace(space, settings=settings), storage_uri=storage, name=name,
+                             data_uri=args.data, overrides=overrides).records
     seconds = time.perf_counter() - started
-    images = sum(record.images_seen for record in outcome.records)
-    best = outcome.best.last_fid if outcome.best else float("inf")  # the search's pick, at its end
-    statuses = ", ".join(f"{record.number}:{record.status}@{record.step}" for record in outcome.records)
-    print(f"{scheduler:>5}: {len(outcome.records)} trials, {images:,} images seen, best FID {best:.2f}, "
-          f"{seconds:.0f} s  [{statuses}]", flush=True)
-    return images, best
+    images = sum(record.images_seen for record in records)
+    pick = best_trial(records)  # the search's pick, ranked where it ended
+    best = pick.last_fid if pick else float("inf")
+    statuses = ", ".join(f"{record.number}:{record.status}@{record.step}" for record in records)
+    print(f"{scheduler:>5}: {len(records)} trials, {images:,} images seen, best FID {best:.2f}"
+          f"{'' if args.score_only else f', {seconds:.0f} s'}  [{statuses}]", flush=True)
+    final = final_fid(pick, args.final_n) if pick and args.final_n >= 0 else math.nan
+    if math.isfinite(final):
+        print(f"{scheduler:>5}: its pick, trial {pick.number}, at its end: FID {final:.2f} "
+              f"(N={args.final_n or 'every original'})", flush=True)
+    return images, best, final
+
+
+def final_fid(record, final_n: int) -> float:
+    """The FID of a trial's last checkpoint (where it ended) from `final_n` images (0: as many as the
+    originals) against every original, as `pokegan evaluate` scores it."""
+    checkpoints = [entry["checkpoint_uri"] for entry in record.history if entry.get("checkpoint_uri")]
+    if not checkpoints:
+        return math.nan
+    scores, _, _ = evaluate_checkpoint(checkpoints[-1], num_images=final_n or None,
+                                       weights_path=weights_path_from_environment())
+    return scores["fid"]
 
 
 def replay(args) -> None:
@@ -156,6 +190,10 @@ def main() -> None:
                         help="the search compared with one without stopping (pbt: every trial at once, so at "
                              "equal compute; default: asha)")
     parser.add_argument("--steps", type=int, default=0, help="generator steps per trial (default: the space's)")
+    parser.add_argument("--final-n", type=int, default=0, help="generated images of each pick's final FID against "
+                        "every original (default 0: as many as the originals; -1: skip it)")
+    parser.add_argument("--score-only", action="store_true", help="train nothing: score the two searches an "
+                        "earlier run left in --storage")
     parser.add_argument("--data", default=None, help="prepared set (default: the bundled one, prepared if absent)")
     parser.add_argument("--storage", default=None, help="where both searches go (default: a temporary folder)")
     parser.add_argument("--replay", default=None, help="a rung_fidelity.json to replay instead of searching")
@@ -184,18 +222,21 @@ def main() -> None:
             parser.error(f"--replay {args.replay}: {error}")
         return
 
+    if args.score_only and not args.storage:
+        parser.error("--score-only needs the --storage of the run that trained the searches")
     space = SearchSpace.load(args.space)
-    init_ray()
-    if not args.data:
-        ensure_default_data({})
+    if not args.score_only:
+        init_ray()
+        if not args.data:
+            ensure_default_data({})
     storage = args.storage or tempfile.mkdtemp(prefix="search-saving-")
     print(f"space {args.space}, {args.samples} trials each, seed {space.settings.seed}, storage {storage}",
           flush=True)
-    images_with, best_with = one_search(space, args.scheduler, args, os.path.join(storage, "with"))
-    images_without, best_without = one_search(space, "none", args, os.path.join(storage, "without"))
+    images_with, best_with, final_with = one_search(space, args.scheduler, args, os.path.join(storage, "with"))
+    images_without, best_without, final_without = one_search(space, "none", args, os.path.join(storage, "without"))
     what = "" if args.scheduler == "asha" else f"{args.scheduler} "
     print(f"search_saving: {what}compute_ratio={images_with / images_without:.2f} best_fid_with={best_with:.2f} "
-          f"best_fid_without={best_without:.2f}")
+          f"best_fid_without={best_without:.2f} final_fid_with={final_with:.2f} final_fid_without={final_without:.2f}")
 
 
 if __name__ == "__main__":

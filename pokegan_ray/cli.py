@@ -386,29 +386,21 @@ def run_tune(args: argparse.Namespace) -> int:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    import torch
-
-    from pokegan_ray.data.prepare import PrepareError, class_frequencies, read_manifest
+    from pokegan_ray.data.prepare import PrepareError
     from pokegan_ray.metrics import InceptionWeightsError, weights_path_from_environment
-    from pokegan_ray.storage import StorageError, location
-    from pokegan_ray.training.checkpoint import CheckpointError, load_generator, read_checkpoint
-    from pokegan_ray.training.evaluation import Evaluator
+    from pokegan_ray.storage import StorageError
+    from pokegan_ray.training.checkpoint import CheckpointError
+    from pokegan_ray.training.evaluation import evaluate_checkpoint
 
     try:
-        state = read_checkpoint(args.checkpoint, map_location=args.device)
-        generator, experiment = load_generator(state, args.device)
-        data_uri = args.data or experiment.data.uri
-        manifest = read_manifest(location(data_uri))
-        num_images = args.images or manifest["kept"]
-        experiment = experiment.with_overrides({"data": {"uri": data_uri}, "train": {"eval_images": num_images}})
-        evaluator = Evaluator(experiment, manifest["classes"], manifest["content_hash"], class_frequencies(manifest),
-                              weights_path_from_environment(), torch.device(args.device))
-        scores = evaluator.evaluate(generator)
+        scores, step, data_uri = evaluate_checkpoint(args.checkpoint, data_uri=args.data, num_images=args.images,
+                                                     weights_path=weights_path_from_environment(),
+                                                     device=args.device)
     except (CheckpointError, PrepareError, StorageError, InceptionWeightsError, ValueError) as error:
         raise UsageError(str(error)) from None
     print(f"FID {scores['fid']:.2f}  KID {scores['kid']:.5f} ± {scores['kid_std']:.5f}  "
           f"(N={int(scores['fid_num_images'])} generated vs {int(scores['fid_real_images'])} real originals, "
-          f"step {state['step']}, {data_uri})")
+          f"step {step}, {data_uri})")
     return 0
 
 

@@ -93,3 +93,22 @@ class Evaluator:
         if rank != 0:
             return {}
         return self.scores(merge_batch_features(shares))
+
+
+def evaluate_checkpoint(checkpoint_uri: str, *, data_uri: str | None = None, num_images: int | None = None,
+                        weights_path: str | None = None, device: str = "cpu") -> tuple[dict[str, float], int, str]:
+    """A checkpoint's scores from `num_images` generated images (default: as many as the data set's
+    originals) against every original: `(scores, the checkpoint's step, the data set's URI)`, what
+    `pokegan evaluate` prints. The data set is the one the run trained on unless `data_uri` names another."""
+    from pokegan_ray.data.prepare import class_frequencies, read_manifest
+    from pokegan_ray.training.checkpoint import load_generator, read_checkpoint
+
+    state = read_checkpoint(checkpoint_uri, map_location=device)
+    generator, experiment = load_generator(state, device)
+    data_uri = data_uri or experiment.data.uri
+    manifest = read_manifest(location(data_uri))
+    experiment = experiment.with_overrides({"data": {"uri": data_uri},
+                                            "train": {"eval_images": num_images or manifest["kept"]}})
+    evaluator = Evaluator(experiment, manifest["classes"], manifest["content_hash"], class_frequencies(manifest),
+                          weights_path, torch.device(device))
+    return evaluator.evaluate(generator), int(state["step"]), data_uri
