@@ -262,7 +262,9 @@ def test_pbt_continues_a_worse_trial_from_a_better_ones_checkpoint_with_perturbe
         # The loss is not mutable: the worse trial takes the better one's with its checkpoint, and none of the
         # defaults its own loss resolved (hinge's Adam betas (0.5, 0.9); dcgan's are (0.5, 0.999)).
         "dimensions": {"loss.name": {"type": "categorical", "values": ["dcgan", "hinge"]},
-                       "loss.generator_learning_rate": rates},
+                       "loss.generator_learning_rate": rates,
+                       # Switched off for dcgan: PBT's points hold it as None, which is "not sampled".
+                       "loss.r1_gamma": {"type": "categorical", "values": [0.0], "when": {"loss.name": ["hinge"]}}},
         "search": {"samples": 2, "concurrent": 2, "scheduler": "pbt", "pbt_quantile": 0.5,
                    "first_trials": [{"loss.name": "dcgan", "loss.generator_learning_rate": 2.0e-4},
                                     {"loss.name": "hinge", "loss.generator_learning_rate": 0.3}]}}))  # clearly worse
@@ -292,6 +294,7 @@ def test_pbt_continues_a_worse_trial_from_a_better_ones_checkpoint_with_perturbe
     assert len([line for line in events if "continues from trial" in line]) == 1, events
     assert not any("[pokegan] step " in line for line in output.splitlines()), output[-3000:]
     assert not any("\x1b" in line or "\r" in line for line in events)
+    assert not any("=None" in line for line in events), events  # a switched-off dimension is not shown
 
     def results(record):
         lines = (storage / "pbt" / f"trial_{record.trial_id}" / "result.json").read_text().splitlines()
@@ -308,6 +311,7 @@ def test_pbt_continues_a_worse_trial_from_a_better_ones_checkpoint_with_perturbe
     assert {record.status for record in records} == {COMPLETED} and not outcome.interrupted
     worse, better = sorted(records, key=lambda record: -len(record.exploitations))
     assert len(worse.exploitations) == 1 and not better.exploitations  # none at the end: nothing left to train
+    assert set(better.params) == {"loss.name", "loss.generator_learning_rate"}  # dcgan's: no r1_gamma
     assert worse.exploitations[0] == copy
     assert copy["from_trial"] == better.trial_id and copy["images_seen"] == RUNG_IMAGES
     rate = copy["changed"]["loss.generator_learning_rate"]

@@ -563,7 +563,9 @@ def _progress_callback(ledger: Ledger, stops: StopLog, context: TrialContext, sa
         def on_trial_start(self, iteration, trials, trial, **info):
             record = ledger.read(trial.trial_id)
             if record is None:
-                params = {name: trial.config[name] for name in context.space.dimension_names if name in trial.config}
+                # (A PBT point holds every dimension; None is one its `when` switched off: not sampled.)
+                params = {name: trial.config[name] for name in context.space.dimension_names
+                          if trial.config.get(name) is not None}
                 record = TrialRecord(trial_id=trial.trial_id, number=len(ledger.records()) + 1, params=params,
                                      run_uri=location(context.runs_uri).join(trial.trial_id).uri,
                                      queued_at=self.first_seen.get(trial.trial_id, time.time()), started_at=time.time())
