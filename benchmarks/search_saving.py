@@ -8,7 +8,7 @@ the discriminators of all trials together (a stopped or failed trial counts what
 
     python benchmarks/search_saving.py [--space search_spaces/quick.yaml] [--samples 6] [--steps N]
                                        [--scheduler asha|pbt] [--data URI] [--storage DIR]
-                                       [--final-n N] [--score-only]
+                                       [--seed N] [--final-n N] [--score-only]
 
 Last line: `search_saving: compute_ratio=<with/without> best_fid_with=<x> best_fid_without=<y>
 final_fid_with=<x'> final_fid_without=<y'>` (target: compute_ratio <= 0.33 with final_fid_with within 5 % of
@@ -72,7 +72,8 @@ def one_search(space: SearchSpace, scheduler: str, args, storage: str):
         if not records:
             raise SystemExit(f"--score-only: no search {name!r} under {storage} (the --storage of an earlier run)")
     else:
-        settings = dataclasses.replace(space.settings, scheduler=scheduler, samples=args.samples)
+        settings = dataclasses.replace(space.settings, scheduler=scheduler, samples=args.samples,
+                                       seed=space.settings.seed if args.seed is None else args.seed)
         if scheduler == "pbt":  # a synchronous population: every member runs at once
             settings = dataclasses.replace(settings, concurrent=args.samples)
         overrides = {"train": {"steps": args.steps}} if args.steps else {}
@@ -85,22 +86,23 @@ def one_search(space: SearchSpace, scheduler: str, args, storage: str):
     statuses = ", ".join(f"{record.number}:{record.status}@{record.step}" for record in records)
     print(f"{scheduler:>5}: {len(records)} trials, {images:,} images seen, best FID {best:.2f}"
           f"{'' if args.score_only else f', {seconds:.0f} s'}  [{statuses}]", flush=True)
-    final = final_fid(pick, args.final_n) if pick and args.final_n >= 0 else math.nan
-    if math.isfinite(final):
-        print(f"{scheduler:>5}: its pick, trial {pick.number}, at its end: FID {final:.2f} "
-              f"(N={args.final_n or 'every original'})", flush=True)
+    scores = final_scores(pick, args.final_n) if pick and args.final_n >= 0 else {}
+    final = scores.get("fid", math.nan)
+    if scores:
+        print(f"{scheduler:>5}: its pick, trial {pick.number} ({pick.params_text()}), at its end: FID {final:.2f} "
+              f"(N={int(scores['fid_num_images'])} against {int(scores['fid_real_images'])} originals)", flush=True)
     return images, best, final
 
 
-def final_fid(record, final_n: int) -> float:
-    """The FID of a trial's last checkpoint (where it ended) from `final_n` images (0: as many as the
-    originals) against every original, as `pokegan evaluate` scores it."""
+def final_scores(record, final_n: int) -> dict[str, float]:
+    """The scores of a trial's last checkpoint (where it ended) from `final_n` images (0: as many as the
+    originals) against every original, as `pokegan evaluate` scores it; {} without a checkpoint."""
     checkpoints = [entry["checkpoint_uri"] for entry in record.history if entry.get("checkpoint_uri")]
     if not checkpoints:
-        return math.nan
+        return {}
     scores, _, _ = evaluate_checkpoint(checkpoints[-1], num_images=final_n or None,
                                        weights_path=weights_path_from_environment())
-    return scores["fid"]
+    return scores
 
 
 def replay(args) -> None:
@@ -190,6 +192,7 @@ def main() -> None:
                         help="the search compared with one without stopping (pbt: every trial at once, so at "
                              "equal compute; default: asha)")
     parser.add_argument("--steps", type=int, default=0, help="generator steps per trial (default: the space's)")
+    parser.add_argument("--seed", type=int, default=None, help="the search's seed (default: the space's)")
     parser.add_argument("--final-n", type=int, default=0, help="generated images of each pick's final FID against "
                         "every original (default 0: as many as the originals; -1: skip it)")
     parser.add_argument("--score-only", action="store_true", help="train nothing: score the two searches an "
@@ -230,7 +233,8 @@ def main() -> None:
         if not args.data:
             ensure_default_data({})
     storage = args.storage or tempfile.mkdtemp(prefix="search-saving-")
-    print(f"space {args.space}, {args.samples} trials each, seed {space.settings.seed}, storage {storage}",
+    seed = space.settings.seed if args.seed is None else args.seed
+    print(f"space {args.space}, {args.samples} trials each, seed {seed}, storage {storage}",
           flush=True)
     images_with, best_with, final_with = one_search(space, args.scheduler, args, os.path.join(storage, "with"))
     images_without, best_without, final_without = one_search(space, "none", args, os.path.join(storage, "without"))
