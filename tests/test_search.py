@@ -248,6 +248,20 @@ def test_the_search_picks_trials_at_equal_compute_by_their_last_fid_not_their_lu
     assert [frozen.value for frozen in searcher._ot_study.trials] == [0.37]
 
 
+def test_trials_that_share_a_node_split_its_cores_instead_of_each_taking_the_threads_of_a_lone_trial():
+    from pokegan_ray.search.runner import threads_per_trial
+    from pokegan_ray.training.config import ScaleConfig
+
+    quick = ScaleConfig(workers=1, cpus_per_worker=0.5, threads_per_worker=2)  # quick.yaml's: a lone trial, 2 cores
+    two_cores = [{"CPU": 2.0}]
+    assert threads_per_trial(quick, 1, two_cores) == 0  # alone: the config's own 2 threads
+    assert threads_per_trial(quick, 4, two_cores) == 1  # PBT's population of 4: one core's share each, at most
+    assert threads_per_trial(quick, 2, [{"CPU": 0.0}, {"CPU": 2.0}, {"CPU": 2.0}]) == 1  # the head takes no trial
+    assert threads_per_trial(quick, 4, [{"CPU": 8.0}]) == 0  # room for 2 threads each
+    assert threads_per_trial(ScaleConfig(workers=1, cpus_per_worker=0.5), 4, two_cores) == 0  # Ray's choice: 1
+    assert threads_per_trial(ScaleConfig(workers=2, cpus_per_worker=0.5, threads_per_worker=2), 4, two_cores) == 0
+
+
 def test_pbt_continues_a_worse_trial_from_a_better_ones_checkpoint_with_perturbed_rates_even_across_a_resume(
         ray_cluster, labelled_data, tmp_path):
     rates = {"type": "float", "low": 1.0e-5, "high": 0.3, "log": True, "mutable": True}

@@ -38,7 +38,7 @@ from pokegan_ray.search.space import SearchSettings, SearchSpace, define_by_run,
 from pokegan_ray.storage import Location, StorageError, location
 from pokegan_ray.tracking import Tracking
 from pokegan_ray.training.checkpoint import FILE_NAME as CHECKPOINT_FILE
-from pokegan_ray.training.config import ExperimentConfig, merge_sections
+from pokegan_ray.training.config import ExperimentConfig, ScaleConfig, merge_sections
 from pokegan_ray.training.loop import PROGRESS_FILE, STATUS_FILE, run_training
 from pokegan_ray.training.session import TuneTrialSession
 from pokegan_ray.training.trainer import CONFIG_FILE, TrainError, check_config_without_data, prepare_run, \
@@ -81,6 +81,7 @@ class TrialContext:
     inception_weights: str | None
     cluster: ClusterOptions = ClusterOptions()
     pbt: bool = False  # trials continue from the checkpoints the ledger names (see pbt_continuation)
+    threads: int = 0  # torch threads of a single-worker trial when trials share nodes (threads_per_trial); 0: its own
 
 
 @dataclass(frozen=True)
@@ -152,7 +153,10 @@ def run_trial(params: dict[str, Any], context: TrialContext) -> None:
         raise TrialFailed(f"the sampled config cannot train: {error}") from None
     if runs_in_trial(run.experiment):
         write_run_config(run)
-        run_training(run.experiment, run.context, TuneTrialSession(run.experiment))
+        experiment = run.experiment
+        if context.threads:  # not written to the run's config: best_config.yaml keeps a lone run's threads
+            experiment = experiment.with_overrides({"scale": {"threads_per_worker": context.threads}})
+        run_training(experiment, run.context, TuneTrialSession(experiment))
         status = read_status(run.folder)
     else:
         try:
@@ -738,6 +742,19 @@ def trials_at_once(one_trial: list[Bundle], reserve: list[Bundle], nodes: list[B
     return concurrent
 
 
+def threads_per_trial(scale: ScaleConfig, concurrent: int, nodes: list[Bundle]) -> int:
+    """The torch threads a single-worker trial may use when `concurrent` trials run at once, or 0 for the
+    config's own. `scale.threads_per_worker` may exceed a trial's CPUs so that a lone trial uses the whole
+    node (quick.yaml: 0.5 CPU, 2 threads); trials sharing the node must split its cores instead: four
+    trials of two threads each on a 2-core node trained at a quarter of their fair share (PBT here)."""
+    cpus = max((node.get("CPU", 0.0) for node in nodes), default=0.0)
+    if scale.workers != 1 or not scale.threads_per_worker or cpus < 1 or scale.cpus_per_worker <= 0:
+        return 0
+    sharing = max(1, min(concurrent, int(cpus // scale.cpus_per_worker)))
+    cap = max(1, int(cpus // sharing))
+    return cap if cap < scale.threads_per_worker else 0
+
+
 @dataclass(frozen=True)
 class SearchPlan:
     """A search checked as far as it can be without Ray (see `plan_search`)."""
@@ -832,9 +849,13 @@ def run_search(space: SearchSpace | None, *, storage_uri: str, name: str, data_u
             "mlflow": plan.tracking.to_dict() if plan.tracking else None}, indent=1).encode())
 
     pbt = settings.scheduler == "pbt"
+    threads = threads_per_trial(experiment.scale, concurrent_trials, read_capacity().nodes)
+    if threads:
+        _say(f"{concurrent_trials} trials at once share each node's cores: {threads} torch thread(s) a trial, "
+             f"not scale.threads_per_worker={experiment.scale.threads_per_worker}")
     context = TrialContext(space=space, overrides=overrides, search_uri=folder.uri,
                            runs_uri=folder.join(RUNS_FOLDER).uri, inception_weights=inception_weights,
-                           cluster=cluster, pbt=pbt)
+                           cluster=cluster, pbt=pbt, threads=threads)
     ledger, stops = Ledger(folder), StopLog(folder)
     watch = PendingWatch(trial_bundles(experiment), cluster.wait_timeout_s)
     trainable = tune.with_resources(tune.with_parameters(run_trial, context=context),
