@@ -72,8 +72,7 @@ def one_search(space: SearchSpace, scheduler: str, args, storage: str):
         if not records:
             raise SystemExit(f"--score-only: no search {name!r} under {storage} (the --storage of an earlier run)")
     else:
-        settings = dataclasses.replace(space.settings, scheduler=scheduler, samples=args.samples,
-                                       seed=space.settings.seed if args.seed is None else args.seed)
+        settings = dataclasses.replace(space.settings, scheduler=scheduler, samples=args.samples)
         if scheduler == "pbt":  # a synchronous population: every member runs at once
             settings = dataclasses.replace(settings, concurrent=args.samples)
         overrides = {"train": {"steps": args.steps}} if args.steps else {}
@@ -228,13 +227,14 @@ def main() -> None:
     if args.score_only and not args.storage:
         parser.error("--score-only needs the --storage of the run that trained the searches")
     space = SearchSpace.load(args.space)
+    if args.seed is not None:
+        space = dataclasses.replace(space, settings=dataclasses.replace(space.settings, seed=args.seed))
     if not args.score_only:
         init_ray()
         if not args.data:
             ensure_default_data({})
     storage = args.storage or tempfile.mkdtemp(prefix="search-saving-")
-    seed = space.settings.seed if args.seed is None else args.seed
-    print(f"space {args.space}, {args.samples} trials each, seed {seed}, storage {storage}",
+    print(f"space {args.space}, {args.samples} trials each, seed {space.settings.seed}, storage {storage}",
           flush=True)
     images_with, best_with, final_with = one_search(space, args.scheduler, args, os.path.join(storage, "with"))
     images_without, best_without, final_without = one_search(space, "none", args, os.path.join(storage, "without"))
